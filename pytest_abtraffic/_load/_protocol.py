@@ -1,0 +1,108 @@
+"""What the locust process and the calling process agree on: environment variables and the records file.
+
+This module must stay import-light: both sides import it, and the locust side must not drag the
+rest of the kit in before gevent has patched the process.
+
+Records file (JSON lines, appended by the locust process, tailed by the parent):
+
+- ``{"start": EPOCH, "pid": PID}`` once, when Locust fires ``test_start``; record times are
+  seconds since ``EPOCH``.
+- ``[t, version, status, latency_ms, connection, error]`` per request.
+- ``{"stop": REASON}`` when the locust process stopped itself (``"budget"``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+ENV_RECORDS = "ABTRAFFIC_RECORDS_FILE"
+ENV_VERSION_HEADER = "ABTRAFFIC_VERSION_HEADER"
+ENV_PATH = "ABTRAFFIC_PATH"
+ENV_PAYLOADS = "ABTRAFFIC_PAYLOADS_FILE"
+ENV_MAX_REQUESTS = "ABTRAFFIC_MAX_REQUESTS"
+ENV_CONNECTION_CLOSE = "ABTRAFFIC_CONNECTION_CLOSE"
+ENV_WAIT_S = "ABTRAFFIC_WAIT_S"
+
+DEFAULT_VERSION_HEADER = "x-model-version"
+DEFAULT_PATH = "/predict"
+FLUSH_INTERVAL_S = 0.2
+
+BEGIN_MARKER = "=== ABTRAFFIC RECORDS BEGIN ==="
+END_MARKER = "=== ABTRAFFIC RECORDS END ==="
+# Marker variant for base64(gzip(records)) blocks, for runs too large for plain pod logs.
+BEGIN_MARKER_GZIP = "=== ABTRAFFIC RECORDS BEGIN gzip ==="
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def encode_record(t: float, version: str, status: int, latency_ms: float, connection: str, error: str) -> str:
+    """One request as a records-file line (with its newline)."""
+    return _ENCODE([round(t, 6), version, status, round(latency_ms, 3), connection, error]) + "\n"
+
+
+def encode_event(**fields: Any) -> str:
+    return _ENCODE(fields) + "\n"
+
+
+@dataclass
+class ParsedLines:
+    """Raw content of a records file: rows plus the start epoch and the stop reason, if any."""
+
+    rows: list[tuple[float, str, int, float, str, str]]
+    start_epoch: float | None = None
+    stop: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[tuple[float, str, int, float, str, str]]:
+    """Parse complete lines; rows are yielded, events update ``into``. Malformed lines are skipped
+    (a line cut by a crash is the only expected case)."""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(item, list) and len(item) == 6:
+            t, version, status, latency, conn, error = item
+            yield float(t), str(version), int(status), float(latency), str(conn), str(error)
+        elif isinstance(item, dict):
+            if "start" in item and into.start_epoch is None:
+                into.start_epoch = float(item["start"])
+            if "stop" in item:
+                into.stop = str(item["stop"])
+            if "summary" in item and isinstance(item["summary"], dict):
+                into.summary = item["summary"]
+
+
+def parse_lines(lines: Iterable[str]) -> ParsedLines:
+    out = ParsedLines(rows=[])
+    out.rows.extend(iter_rows(lines, out))
+    return out
+
+
+__all__ = [
+    "BEGIN_MARKER",
+    "BEGIN_MARKER_GZIP",
+    "DEFAULT_PATH",
+    "DEFAULT_VERSION_HEADER",
+    "END_MARKER",
+    "ENV_CONNECTION_CLOSE",
+    "ENV_MAX_REQUESTS",
+    "ENV_PATH",
+    "ENV_PAYLOADS",
+    "ENV_RECORDS",
+    "ENV_VERSION_HEADER",
+    "ENV_WAIT_S",
+    "FLUSH_INTERVAL_S",
+    "ParsedLines",
+    "encode_event",
+    "encode_record",
+    "iter_rows",
+    "parse_lines",
+]

@@ -1,0 +1,217 @@
+"""Version recording for Locust: import this in a locustfile, never in the pytest process.
+
+Importing it imports ``locust``, which monkey-patches the whole process with gevent, so it is only
+ever imported inside the locust subprocess (or an in-cluster load pod). The built-in locustfile
+uses it, and so can yours::
+
+    # my_locustfile.py
+    from locust import HttpUser, task
+    from pytest_abtraffic._load.locust_support import name_by_version, record_version
+
+    record_version()  # every request of every user class is recorded for pytest-abtraffic
+
+    class MyUser(HttpUser):
+        @task
+        def predict(self):
+            with self.client.post("/predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+                                  catch_response=True) as resp:
+                name_by_version(resp, "/predict")  # optional: Locust's own stats per version
+
+``record_version`` hooks Locust's ``request`` event, so it sees requests of any user class
+(``HttpUser``, ``FastHttpUser``, or custom clients that fire the event). Outside a pytest-abtraffic
+run (no ``ABTRAFFIC_RECORDS_FILE`` in the environment) it does nothing, so the locustfile still
+runs under plain ``locust``.
+
+Connection ids: a ``FastHttpUser`` (and an ``HttpUser``) keeps one keep-alive connection per user,
+so the per-user id recorded here is also the connection id, unless the server closes connections
+or ``Connection: close`` mode is on. A request can name its connection explicitly with
+``context={"abtraffic_connection": "..."}`` (the built-in locustfile does so in that mode).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from locust import events
+
+from ._protocol import (
+    DEFAULT_VERSION_HEADER,
+    ENV_MAX_REQUESTS,
+    ENV_RECORDS,
+    ENV_VERSION_HEADER,
+    FLUSH_INTERVAL_S,
+    encode_event,
+    encode_record,
+)
+
+CONNECTION_CONTEXT_KEY = "abtraffic_connection"
+MAX_ERROR_CHARS = 200
+
+
+def response_version(response: Any, header: str | None = None) -> str:
+    """The served version named by ``header`` on a Locust response; "" when absent."""
+    name = header or os.environ.get(ENV_VERSION_HEADER) or DEFAULT_VERSION_HEADER
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return ""
+    try:
+        value = headers.get(name)
+    except Exception:  # some header containers raise on odd lookups; treat as absent
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value).strip()
+
+
+def name_by_version(response: Any, base_name: str, header: str | None = None) -> str:
+    """Inside a ``catch_response=True`` block: file the request under ``"{base_name} [{version}]"``
+    in Locust's own statistics, so they come out per version. Returns the version."""
+    version = response_version(response, header)
+    meta = getattr(response, "request_meta", None)
+    if isinstance(meta, dict):
+        meta["name"] = f"{base_name} [{version}]"
+    return version
+
+
+class _Recorder:
+    """Appends one line per request to the records file; flushed every FLUSH_INTERVAL_S."""
+
+    def __init__(self, path: str, header: str, max_requests: int | None,
+                 include: Callable[[str, str], bool] | None) -> None:
+        self.header = header
+        self.max_requests = max_requests
+        self.include = include
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        self._buffer: list[str] = []
+        self._t0: float | None = None
+        self._count = 0
+        self._stopping = False
+        self._closed = False
+        self._environment: Any = None
+        self._user_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._flusher: Any = None
+
+    # -- Locust event listeners ---------------------------------------------------------
+    def on_init(self, environment: Any, **_: Any) -> None:
+        self._environment = environment
+
+    def on_test_start(self, environment: Any, **_: Any) -> None:
+        self._environment = environment
+        self._mark_start(time.time())
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush_loop)
+
+    def on_request(self, request_type: str = "", name: str = "", response_time: float | None = None,
+                   response_length: int = 0, response: Any = None, context: Any = None,
+                   exception: BaseException | None = None, start_time: float | None = None,
+                   url: str | None = None, **_: Any) -> None:
+        if self._closed:
+            return
+        if self.include is not None and not self.include(request_type, url or name):
+            return
+        latency = float(response_time or 0.0)
+        began = start_time if start_time is not None else time.time() - latency / 1000.0
+        if self._t0 is None:
+            self._mark_start(began)
+        status = getattr(response, "status_code", None)
+        status = int(status) if isinstance(status, int) else 0
+        conn = context.get(CONNECTION_CONTEXT_KEY) if isinstance(context, dict) else None
+        if conn is None:
+            conn = self._user_id()
+        error = ""
+        if exception is not None:
+            error = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
+        assert self._t0 is not None
+        self._buffer.append(encode_record(began - self._t0, response_version(response, self.header), status,
+                                          latency, str(conn), error))
+        self._count += 1
+        if self.max_requests is not None and self._count >= self.max_requests and not self._stopping:
+            self._stopping = True
+            self._buffer.append(encode_event(stop="budget"))
+            self.flush()
+            gevent.spawn(self._quit)
+
+    def on_quitting(self, **_: Any) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------
+    def _mark_start(self, epoch: float) -> None:
+        if self._t0 is not None:
+            return
+        self._t0 = epoch
+        self._buffer.append(encode_event(start=epoch, pid=os.getpid()))
+        self.flush()
+
+    def _user_id(self) -> str:
+        # Each Locust user runs in its own greenlet: the greenlet identifies the user.
+        current = gevent.getcurrent()
+        uid = self._user_ids.get(current)
+        if uid is None:
+            uid = f"u{len(self._user_ids) + 1}"
+            self._user_ids[current] = uid
+        return uid
+
+    def _quit(self) -> None:
+        runner = getattr(self._environment, "runner", None)
+        if runner is not None:
+            runner.quit()
+
+    def _flush_loop(self) -> None:
+        while not self._closed:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer and not self._closed:
+            data = "".join(self._buffer)
+            self._buffer.clear()
+            self._file.write(data)
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self._file.close()
+
+
+_recorder: _Recorder | None = None
+
+
+def record_version(header: str | None = None, *, include: Callable[[str, str], bool] | None = None) -> bool:
+    """Record every request (time, served version, status, latency, connection, error) for
+    pytest-abtraffic. Call once at module level in a locustfile; later calls are ignored.
+
+    ``header`` defaults to ``$ABTRAFFIC_VERSION_HEADER`` or ``x-model-version``. ``include``
+    (``(request_type, url) -> bool``) limits recording to some requests, e.g. to skip a login call.
+    Returns False when not running under pytest-abtraffic (nothing is recorded then).
+    """
+    global _recorder
+    if _recorder is not None:
+        return True
+    path = os.environ.get(ENV_RECORDS)
+    if not path:
+        return False
+    budget_text = os.environ.get(ENV_MAX_REQUESTS, "")
+    max_requests = int(budget_text) if budget_text.strip() else None
+    recorder = _Recorder(path, header or os.environ.get(ENV_VERSION_HEADER) or DEFAULT_VERSION_HEADER,
+                         max_requests, include)
+    events.init.add_listener(recorder.on_init)
+    events.test_start.add_listener(recorder.on_test_start)
+    events.request.add_listener(recorder.on_request)
+    events.quitting.add_listener(recorder.on_quitting)
+    atexit.register(recorder.close)
+    _recorder = recorder
+    return True
+
+
+__all__ = ["CONNECTION_CONTEXT_KEY", "name_by_version", "record_version", "response_version"]

@@ -1,0 +1,89 @@
+"""The built-in locustfile: POSTs JSON payloads at the target and records the served version.
+
+Runs only inside the locust subprocess (or an in-cluster load pod); never import it elsewhere,
+because importing ``locust`` monkey-patches the process with gevent.
+
+Settings come from the environment (the driver sets them):
+
+- ``ABTRAFFIC_PATH`` (``/predict``), ``ABTRAFFIC_PAYLOADS_FILE`` (a JSON list of request bodies,
+  cycled; default: a few iris batches), ``ABTRAFFIC_VERSION_HEADER`` (``x-model-version``),
+- ``ABTRAFFIC_CONNECTION_CLOSE=1``: send ``Connection: close`` so every request opens a new
+  connection (per-request routing even through per-connection balancers),
+- ``ABTRAFFIC_WAIT_S``: pause after each request (default 0: as fast as the target answers).
+
+Each ``FastHttpUser`` keeps one keep-alive connection, so the recorded user id is the connection id;
+in ``Connection: close`` mode every request gets its own connection id (``u3.17``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Any
+
+from locust import FastHttpUser, constant, task
+
+from pytest_abtraffic._load._protocol import (
+    DEFAULT_PATH,
+    ENV_CONNECTION_CLOSE,
+    ENV_PATH,
+    ENV_PAYLOADS,
+    ENV_WAIT_S,
+)
+from pytest_abtraffic._load.locust_support import CONNECTION_CONTEXT_KEY, name_by_version, record_version
+
+DEFAULT_PAYLOADS: tuple[Any, ...] = (
+    {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+    {"instances": [[6.2, 2.9, 4.3, 1.3]]},
+    {"instances": [[7.7, 3.0, 6.1, 2.3]]},
+    {"instances": [[5.0, 3.4, 1.5, 0.2], [5.9, 3.0, 5.1, 1.8]]},
+    {"instances": [[6.4, 3.2, 4.5, 1.5], [4.9, 3.1, 1.5, 0.1], [6.7, 3.3, 5.7, 2.5]]},
+)
+
+
+def _payloads() -> list[str]:
+    path = os.environ.get(ENV_PAYLOADS)
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            items = json.load(fh)
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"{ENV_PAYLOADS}={path}: expected a non-empty JSON list of request bodies")
+    else:
+        items = list(DEFAULT_PAYLOADS)
+    # Encode once: json.dumps per request would cost more than the request bookkeeping.
+    return [json.dumps(item, separators=(",", ":")) for item in items]
+
+
+PATH = os.environ.get(ENV_PATH) or DEFAULT_PATH
+BODIES = _payloads()
+CONNECTION_CLOSE = os.environ.get(ENV_CONNECTION_CLOSE, "") == "1"
+WAIT_S = float(os.environ.get(ENV_WAIT_S) or 0.0)
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+if CONNECTION_CLOSE:
+    HEADERS["Connection"] = "close"
+
+record_version()
+_user_numbers = itertools.count(1)
+
+
+class AbTrafficUser(FastHttpUser):  # type: ignore[misc]
+    """One simulated client with one keep-alive connection (or one connection per request)."""
+
+    wait_time = constant(WAIT_S)
+
+    def on_start(self) -> None:
+        number = next(_user_numbers)
+        self.uid = f"u{number}"
+        self.sent = 0
+        # Users start at different payloads so a small list still mixes at any instant.
+        start = number % len(BODIES)
+        self.bodies = itertools.cycle(BODIES[start:] + BODIES[:start])
+
+    @task
+    def predict(self) -> None:
+        self.sent += 1
+        conn = f"{self.uid}.{self.sent}" if CONNECTION_CLOSE else self.uid
+        with self.client.post(PATH, data=next(self.bodies), headers=HEADERS, catch_response=True,
+                              context={CONNECTION_CONTEXT_KEY: conn}) as resp:
+            name_by_version(resp, PATH)

@@ -1,0 +1,262 @@
+"""The main job: drive load at a deployed split, judge the ratio, and run fallback scenarios.
+
+Shared by the pytest fixtures and ``abtraffic verify`` so both judge a split the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from ._errors import SpecError
+from ._result import ExperimentResult, FaultWindow
+
+if TYPE_CHECKING:
+    from ._backend import Deployment
+    from ._chaos import FallbackExpectation, Scenario
+    from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._stats import SequentialState
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    """How a split is judged. Defaults follow the experimentation platforms (SRM at p < 0.001)
+    and the issue's tolerance (+-2 percentage points at 99.9% confidence)."""
+
+    tolerance: float = 0.02
+    confidence: float = 0.999
+    alpha: float = 0.001
+    requests: int | None = None
+    early_stop: bool = True
+    users: int | None = None
+    duration_s: float | None = None
+    recovery_s: float = 6.0
+    progress_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tolerance < 1:
+            raise SpecError("tolerance", f"must be between 0 and 1 (a share, 0.02 = 2 points), got {self.tolerance!r}")
+        if not 0.5 <= self.confidence < 1:
+            raise SpecError("confidence", f"must be in [0.5, 1), got {self.confidence!r}")
+        if not 0 < self.alpha < 0.5:
+            raise SpecError("alpha", f"must be in (0, 0.5), got {self.alpha!r}")
+        if self.requests is not None and (isinstance(self.requests, bool) or self.requests < 1):
+            raise SpecError("requests", f"must be a positive integer, got {self.requests!r}")
+        if self.users is not None and self.users < 1:
+            raise SpecError("users", f"must be a positive integer, got {self.users!r}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise SpecError("duration", f"must be positive, got {self.duration_s!r}")
+
+
+def planned_budget(expected: Mapping[str, float], settings: VerifySettings) -> int:
+    """Requests the fixed test needs (the statistics engine's planner), unless given."""
+    if settings.requests is not None:
+        return settings.requests
+    from ._stats import default_request_budget
+
+    return default_request_budget(expected, tolerance=settings.tolerance, confidence=settings.confidence)
+
+
+def _successful_counts(records: Sequence[RequestRecord], unit: str, known: Sequence[str]) -> dict[str, int]:
+    from ._stats import counts_by_unit
+
+    ok = [(r.version or "unknown", r.connection) for r in records if r.ok]
+    counts = counts_by_unit(ok, "connections" if unit == "connections" else "requests")
+    return {**dict.fromkeys(known, 0), **counts}
+
+
+class _SplitObserver:
+    """Feeds the sequential test during load; asks the driver to stop once it has a verdict."""
+
+    def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
+                 variants: Sequence[str], progress: ProgressCallback | None) -> None:
+        from ._stats import SequentialSplitTest
+
+        self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
+                                         confidence=settings.confidence)
+        self._settings = settings
+        self._unit = unit
+        self._variants = list(variants)
+        self._progress = progress
+        self._last_print = 0.0
+        self.state: SequentialState | None = None
+
+    def on_start(self) -> None:
+        self._last_print = time.monotonic()
+
+    def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        counts = _successful_counts(records, self._unit, self._variants)
+        if sum(counts.values()) > 0:
+            self.state = self._test.update(counts)
+        verdict = self.state.verdict if self.state is not None else "undecided"
+        _report_progress(self._progress, snapshot, counts, verdict, self)
+        return bool(self._settings.early_stop and self.state is not None and self.state.decided)
+
+
+def _report_progress(progress: ProgressCallback | None, snapshot: LoadSnapshot, counts: Mapping[str, int],
+                     verdict: str, holder: Any) -> None:
+    if progress is None:
+        return
+    now = time.monotonic()
+    if now - holder._last_print < holder._settings.progress_interval_s:
+        return
+    holder._last_print = now
+    total = sum(counts.values())
+    shares = {k: (v / total if total else 0.0) for k, v in counts.items()}
+    try:
+        from ._report import format_progress
+
+        line = format_progress(snapshot.elapsed_s, snapshot.requests, snapshot.rps, shares, verdict)
+    except ImportError:  # pragma: no cover - report module always ships; keep progress robust
+        parts = "  ".join(f"{k} {v:.1%}" for k, v in shares.items())
+        line = f"{snapshot.elapsed_s:6.1f}s {snapshot.requests:,} req {snapshot.rps:,.0f} rps  {parts}  {verdict}"
+    progress(line)
+
+
+def verify_split(
+    deployment: Deployment,
+    *,
+    expected: Mapping[str, float] | None = None,
+    settings: VerifySettings | None = None,
+    name: str = "split",
+    progress: ProgressCallback | None = None,
+    plan: LoadPlan | None = None,
+) -> ExperimentResult:
+    """Drive load until the sequential test decides (or the budget runs out) and judge the split.
+
+    The sequential test is the stopping rule (anytime-valid, so peeking is safe); the final table
+    is the fixed SRM + tolerance test on everything observed.
+    """
+    from ._load import LoadPlan
+    from ._stats import check_split, normalize_weights
+
+    settings = settings or VerifySettings()
+    spec = deployment.spec
+    shares = normalize_weights(dict(expected)) if expected is not None else spec.shares()
+    budget = planned_budget(shares, settings)
+    load_plan = plan or LoadPlan.from_spec(spec)
+    overrides: dict[str, Any] = {"max_requests": budget}
+    if settings.users is not None:
+        overrides["users"] = settings.users
+    if settings.duration_s is not None:
+        overrides["duration_s"] = settings.duration_s
+    load_plan = replace(load_plan, **overrides)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress)
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    load = deployment.run_load(load_plan, observer)
+    counts = _successful_counts(load.records, load_plan.unit, list(shares))
+    split = check_split(counts, shares, tolerance=settings.tolerance, confidence=settings.confidence,
+                        alpha=settings.alpha, unit=load_plan.unit)
+    notes = []
+    if observer.state is not None and observer.state.decided:
+        notes.append(f"sequential test stopped at n={observer.state.n:,} with verdict {observer.state.verdict!r} "
+                     f"(planned fixed budget {budget:,})")
+    failed = sum(1 for r in load.records if not r.ok)
+    if failed:
+        notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    return ExperimentResult(
+        name=name,
+        backend=deployment.backend_name,
+        namespace=deployment.namespace,
+        variants=spec.variant_names,
+        expected_shares=shares,
+        split_api=spec.split_api,
+        load=load,
+        split=split,
+        sequential=observer.state,
+        mesh_counters=_safe_counters(deployment),
+        started_at=started,
+        duration_s=time.monotonic() - t0,
+        notes=tuple(notes),
+    )
+
+
+class _ScenarioObserver:
+    """Starts the fault timeline when load starts; stops load once the recovery window is over."""
+
+    def __init__(self, deployment: Deployment, scenario: Scenario, settings: VerifySettings,
+                 variants: Sequence[str], unit: str, progress: ProgressCallback | None) -> None:
+        from ._chaos import ScenarioRunner
+
+        self.runner = ScenarioRunner(scenario)
+        self._deployment = deployment
+        self._stop_after = scenario.end_s() + settings.recovery_s
+        self._settings = settings
+        self._variants = list(variants)
+        self._unit = unit
+        self._progress = progress
+        self._last_print = 0.0
+        self._started = threading.Event()
+
+    def on_start(self) -> None:
+        self._last_print = time.monotonic()
+        self.runner.start(self._deployment)
+        self._started.set()
+
+    def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        counts = _successful_counts(records, self._unit, self._variants)
+        _report_progress(self._progress, snapshot, counts, f"fault scenario {self.runner.scenario.name}", self)
+        return snapshot.elapsed_s >= self._stop_after
+
+
+def run_scenario(
+    deployment: Deployment,
+    scenario: Scenario,
+    *,
+    settings: VerifySettings | None = None,
+    expectation: FallbackExpectation | None = None,
+    name: str | None = None,
+    progress: ProgressCallback | None = None,
+    plan: LoadPlan | None = None,
+) -> ExperimentResult:
+    """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment."""
+    from ._chaos import evaluate_fallback
+    from ._load import LoadPlan
+
+    settings = settings or VerifySettings()
+    spec = deployment.spec
+    load_plan = plan or LoadPlan.from_spec(spec)
+    total_s = scenario.end_s() + settings.recovery_s
+    load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0,
+                        **({"users": settings.users} if settings.users is not None else {}))
+    observer = _ScenarioObserver(deployment, scenario, settings, spec.variant_names, load_plan.unit, progress)
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    try:
+        load: LoadResult = deployment.run_load(load_plan, observer)
+    finally:
+        windows = observer.runner.stop()  # restores the deployment, re-raises step errors
+    report = evaluate_fallback(load, scenario, windows, spec, expectation)
+    return ExperimentResult(
+        name=name or f"fallback:{scenario.name}",
+        backend=deployment.backend_name,
+        namespace=deployment.namespace,
+        variants=spec.variant_names,
+        expected_shares=spec.shares(),
+        split_api=spec.split_api,
+        load=load,
+        split=None,
+        fallback=report,
+        fault_windows=tuple(windows),
+        mesh_counters=_safe_counters(deployment),
+        started_at=started,
+        duration_s=time.monotonic() - t0,
+    )
+
+
+def _safe_counters(deployment: Deployment) -> dict[str, Any]:
+    # Mesh counters are informative; a backend that cannot read them must not fail the verdict.
+    try:
+        return dict(deployment.mesh_counters())
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+__all__ = ["FaultWindow", "VerifySettings", "planned_budget", "run_scenario", "verify_split"]
