@@ -1,7 +1,16 @@
-"""pytest-abtraffic: prove that an A/B traffic split behaves as configured."""
+"""pytest-abtraffic: prove that an A/B traffic split between model versions behaves as configured.
+
+The public API is what ``__all__`` names; everything in ``_``-prefixed modules may change.
+Backends, the load driver and chaos are imported on first use so that ``import pytest_abtraffic``
+(which pytest does for every run through the ``pytest11`` entry point) stays cheap.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._backend import Backend, BackendCounters, Deployment, FaultSettings
 from ._errors import (
     AbTrafficAssertionError,
     AbTrafficError,
@@ -15,20 +24,100 @@ from ._errors import (
     SplitMismatchError,
     UsageError,
 )
+from ._result import ExperimentResult, FaultWindow
+from ._spec import (
+    ExperimentSpec,
+    FailureAccrual,
+    FailurePolicy,
+    LoadSettings,
+    RetryPolicy,
+    Variant,
+    default_spec,
+    load_spec,
+    reference_variant,
+)
+from ._stats import (
+    SequentialSplitTest,
+    SplitResult,
+    assert_split,
+    check_split,
+    plan_sample_size,
+    srm_test,
+)
+
+if TYPE_CHECKING:
+    from ._chaos import FallbackExpectation, FallbackReport, FaultStep, Scenario, parse_scenario
+    from ._load import LoadPlan, LoadResult
+    from ._local import LocalBackend
+    from ._runner import VerifySettings, run_scenario, verify_split
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "LocalBackend": "._local",
+    "LoadPlan": "._load",
+    "LoadResult": "._load",
+    "Scenario": "._chaos",
+    "FaultStep": "._chaos",
+    "FallbackExpectation": "._chaos",
+    "FallbackReport": "._chaos",
+    "parse_scenario": "._chaos",
+    "VerifySettings": "._runner",
+    "verify_split": "._runner",
+    "run_scenario": "._runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_abtraffic' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)
+
 
 __all__ = [
     "AbTrafficAssertionError",
     "AbTrafficError",
+    "Backend",
+    "BackendCounters",
     "BackendError",
     "CommandError",
+    "Deployment",
+    "ExperimentResult",
+    "ExperimentSpec",
+    "FailureAccrual",
+    "FailurePolicy",
     "FallbackAssertionError",
+    "FallbackExpectation",
+    "FallbackReport",
+    "FaultSettings",
+    "FaultStep",
+    "FaultWindow",
     "LoadError",
+    "LoadPlan",
+    "LoadResult",
+    "LoadSettings",
+    "LocalBackend",
     "NotReadyError",
     "PrerequisiteError",
+    "RetryPolicy",
+    "Scenario",
+    "SequentialSplitTest",
     "SpecError",
     "SplitMismatchError",
+    "SplitResult",
     "UsageError",
+    "Variant",
+    "VerifySettings",
     "__version__",
+    "assert_split",
+    "check_split",
+    "default_spec",
+    "load_spec",
+    "parse_scenario",
+    "plan_sample_size",
+    "reference_variant",
+    "run_scenario",
+    "srm_test",
+    "verify_split",
 ]

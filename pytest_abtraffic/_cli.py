@@ -21,6 +21,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # `--split` must not silently mean `--split-api`
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # argparse's own usage errors also exit 2, with our prefix
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"abtraffic: error: {message}\n")

@@ -224,8 +224,9 @@ def run_scenario(
     spec = deployment.spec
     load_plan = plan or LoadPlan.from_spec(spec)
     total_s = scenario.end_s() + settings.recovery_s
-    load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0,
-                        **({"users": settings.users} if settings.users is not None else {}))
+    load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0)
+    if settings.users is not None:
+        load_plan = replace(load_plan, users=settings.users)
     observer = _ScenarioObserver(deployment, scenario, settings, spec.variant_names, load_plan.unit, progress)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
@@ -255,7 +256,7 @@ def _safe_counters(deployment: Deployment) -> dict[str, Any]:
     # Mesh counters are informative; a backend that cannot read them must not fail the verdict.
     try:
         return dict(deployment.mesh_counters())
-    except Exception:  # noqa: BLE001
+    except Exception:
         return {}
 
 

@@ -111,7 +111,8 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     """Read and validate options; bad values stop the run before anything starts."""
     backend = str(_value(config, "backend") or "local")
     if backend not in BACKENDS:
-        raise pytest.UsageError(f"abtraffic_backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        choices = ", ".join(BACKENDS)
+        raise pytest.UsageError(f"abtraffic_backend: unknown backend {backend!r}; choose one of {choices}")
     tolerance = _number(config, "tolerance", float, 1e-6, 1.0)
     confidence = _number(config, "confidence", float, 0.5, 1.0)
     requests = _number(config, "requests", int, 1, None)
@@ -121,7 +122,8 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     kubeconfig = _value(config, "kubeconfig") or None
     context = _value(config, "context") or None
     if backend == "existing" and not context:
-        raise pytest.UsageError("--abtraffic-backend=existing needs --abtraffic-context (the kubeconfig context to use)")
+        raise pytest.UsageError("--abtraffic-backend=existing needs --abtraffic-context "
+                                "(the kubeconfig context to use)")
     if backend != "existing" and (context or kubeconfig):
         raise pytest.UsageError("--abtraffic-context/--abtraffic-kubeconfig apply only to --abtraffic-backend=existing")
     reuse, keep = bool(_value(config, "reuse-cluster")), bool(_value(config, "keep-cluster"))
@@ -292,7 +294,7 @@ class _DeploymentPool:
         for deployment in self._deployments.values():
             try:
                 deployment.teardown()
-            except Exception as exc:  # noqa: BLE001 - tear down the rest before reporting
+            except Exception as exc:
                 errors.append(exc)
         self._deployments.clear()
         if errors:
@@ -415,13 +417,13 @@ class AbTraffic:
     def run_scenario(self, scenario: Scenario | str | None = None,
                      expectation: FallbackExpectation | None = None, **settings: Any) -> ExperimentResult:
         """Run a fault scenario under load and assert the fallback (and recovery)."""
-        from ._chaos import parse_scenario
+        from ._chaos import Scenario, parse_scenario
         from ._runner import run_scenario
 
         chosen = scenario if scenario is not None else self._options.get("scenario")
         if chosen is None:
             raise SpecError("scenario", "no scenario given (pass one or use @pytest.mark.abtraffic(scenario=...))")
-        parsed = parse_scenario(chosen, self.spec) if not hasattr(chosen, "steps") else chosen
+        parsed = chosen if isinstance(chosen, Scenario) else parse_scenario(chosen, self.spec)
         verify_settings = dataclasses.replace(self.settings, **settings) if settings else self.settings
         result = self._record(run_scenario(self.deployment, parsed, settings=verify_settings,
                                            expectation=expectation, name=self._name(f"fallback:{parsed.name}"),

@@ -6,10 +6,12 @@ Plain Python only (no locust, no gevent): this module is used in the pytest proc
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from .._stats import Unit, counts_by_unit
 
 RECORD_FIELDS: tuple[str, ...] = ("t", "version", "status", "latency_ms", "connection", "error")
 RESULT_FORMAT = "abtraffic-load/1"
@@ -65,17 +67,11 @@ class TimeBucket:
     total: int
 
 
-def counts_by_unit(records: Iterable[RequestRecord], unit: str = "requests") -> dict[str, int]:
-    """Successful responses per version.
-
-    ``unit="connections"`` counts distinct (connection, version) pairs instead: the unit to test
-    when routing is decided per connection (a connection that saw two versions counts for both).
-    """
+def _check_unit(unit: str) -> Unit:
     if unit == "requests":
-        return dict(Counter(r.version for r in records if r.ok))
+        return "requests"
     if unit == "connections":
-        pairs = {(r.connection, r.version) for r in records if r.ok}
-        return dict(Counter(version for _, version in pairs))
+        return "connections"
     raise ValueError(f"unknown counting unit {unit!r}; choose one of {', '.join(UNITS)}")
 
 
@@ -115,9 +111,13 @@ class LoadResult:
         return sorted({r.version for r in self.records if r.ok})
 
     def counts(self, unit: str = "requests") -> dict[str, int]:
-        """Successful responses per version (or distinct (connection, version) pairs, see
-        :func:`counts_by_unit`)."""
-        return counts_by_unit(self.records, unit)
+        """Successful responses per version; ``unit="connections"`` counts distinct
+        (connection, version) pairs instead (a connection that saw two versions counts for both).
+
+        Same rules as the statistics (``_stats.counts_by_unit``): a success without a version
+        header counts as ``"unknown"``.
+        """
+        return counts_by_unit(((r.version, r.connection) for r in self.records if r.ok), _check_unit(unit))
 
     def failures(self) -> dict[str, dict[int, int]]:
         """Failed requests: version ("" when unknown) -> status (0 = connection error) -> count."""
@@ -217,5 +217,4 @@ __all__ = [
     "LoadSnapshot",
     "RequestRecord",
     "TimeBucket",
-    "counts_by_unit",
 ]

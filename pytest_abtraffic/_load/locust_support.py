@@ -31,6 +31,7 @@ or ``Connection: close`` mode is on. A request can name its connection explicitl
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import time
 import weakref
@@ -43,6 +44,7 @@ from locust import events
 from ._protocol import (
     DEFAULT_VERSION_HEADER,
     ENV_MAX_REQUESTS,
+    ENV_PARENT_PID,
     ENV_RECORDS,
     ENV_VERSION_HEADER,
     FLUSH_INTERVAL_S,
@@ -85,18 +87,20 @@ class _Recorder:
     """Appends one line per request to the records file; flushed every FLUSH_INTERVAL_S."""
 
     def __init__(self, path: str, header: str, max_requests: int | None,
-                 include: Callable[[str, str], bool] | None) -> None:
+                 include: Callable[[str, str], bool] | None, parent_pid: int | None = None) -> None:
         self.header = header
+        self.parent_pid = parent_pid
         self.max_requests = max_requests
         self.include = include
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
         self._buffer: list[str] = []
         self._t0: float | None = None
         self._count = 0
-        self._stopping = False
+        self.stopping = False
         self._closed = False
         self._environment: Any = None
         self._user_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+        self._user_numbers = itertools.count(1)  # never reused, unlike len() of a weak mapping
         self._flusher: Any = None
 
     # -- Locust event listeners ---------------------------------------------------------
@@ -133,14 +137,16 @@ class _Recorder:
         self._buffer.append(encode_record(began - self._t0, response_version(response, self.header), status,
                                           latency, str(conn), error))
         self._count += 1
-        if self.max_requests is not None and self._count >= self.max_requests and not self._stopping:
-            self._stopping = True
+        if self.max_requests is not None and self._count >= self.max_requests and not self.stopping:
+            self.stopping = True
             self._buffer.append(encode_event(stop="budget"))
             self.flush()
             gevent.spawn(self._quit)
 
     def on_quitting(self, **_: Any) -> None:
-        self.close()
+        # Flush, don't close: on SIGTERM Locust fires ``quitting`` before it stops the users, and
+        # requests ending in between are in its stats, so they must be in the records too.
+        self.flush()
 
     # -- internals ----------------------------------------------------------------------
     def _mark_start(self, epoch: float) -> None:
@@ -155,7 +161,7 @@ class _Recorder:
         current = gevent.getcurrent()
         uid = self._user_ids.get(current)
         if uid is None:
-            uid = f"u{len(self._user_ids) + 1}"
+            uid = f"u{next(self._user_numbers)}"
             self._user_ids[current] = uid
         return uid
 
@@ -168,6 +174,10 @@ class _Recorder:
         while not self._closed:
             gevent.sleep(FLUSH_INTERVAL_S)
             self.flush()
+            if self.parent_pid is not None and os.getppid() != self.parent_pid and not self.stopping:
+                # The driver is gone (killed without cleaning up): don't run on as an orphan.
+                self.stopping = True
+                self._quit()
 
     def flush(self) -> None:
         if self._buffer and not self._closed:
@@ -187,6 +197,12 @@ class _Recorder:
 _recorder: _Recorder | None = None
 
 
+def budget_reached() -> bool:
+    """True once ``max_requests`` requests were recorded. Locust is then being stopped; a user can
+    check this before each request to add nothing more than what is already in flight."""
+    return _recorder is not None and _recorder.stopping
+
+
 def record_version(header: str | None = None, *, include: Callable[[str, str], bool] | None = None) -> bool:
     """Record every request (time, served version, status, latency, connection, error) for
     pytest-abtraffic. Call once at module level in a locustfile; later calls are ignored.
@@ -203,15 +219,20 @@ def record_version(header: str | None = None, *, include: Callable[[str, str], b
         return False
     budget_text = os.environ.get(ENV_MAX_REQUESTS, "")
     max_requests = int(budget_text) if budget_text.strip() else None
+    parent_text = os.environ.get(ENV_PARENT_PID, "")
     recorder = _Recorder(path, header or os.environ.get(ENV_VERSION_HEADER) or DEFAULT_VERSION_HEADER,
-                         max_requests, include)
-    events.init.add_listener(recorder.on_init)
-    events.test_start.add_listener(recorder.on_test_start)
-    events.request.add_listener(recorder.on_request)
-    events.quitting.add_listener(recorder.on_quitting)
+                         max_requests, include, int(parent_text) if parent_text.strip() else None)
+    hooks: list[tuple[Any, Callable[..., None]]] = [
+        (events.init, recorder.on_init),
+        (events.test_start, recorder.on_test_start),
+        (events.request, recorder.on_request),
+        (events.quitting, recorder.on_quitting),
+    ]
+    for hook, listener in hooks:
+        hook.add_listener(listener)
     atexit.register(recorder.close)
     _recorder = recorder
     return True
 
 
-__all__ = ["CONNECTION_CONTEXT_KEY", "name_by_version", "record_version", "response_version"]
+__all__ = ["CONNECTION_CONTEXT_KEY", "budget_reached", "name_by_version", "record_version", "response_version"]

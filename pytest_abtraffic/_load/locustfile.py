@@ -22,6 +22,7 @@ import json
 import os
 from typing import Any
 
+import gevent
 from locust import FastHttpUser, constant, task
 
 from pytest_abtraffic._load._protocol import (
@@ -31,7 +32,12 @@ from pytest_abtraffic._load._protocol import (
     ENV_PAYLOADS,
     ENV_WAIT_S,
 )
-from pytest_abtraffic._load.locust_support import CONNECTION_CONTEXT_KEY, name_by_version, record_version
+from pytest_abtraffic._load.locust_support import (
+    CONNECTION_CONTEXT_KEY,
+    budget_reached,
+    name_by_version,
+    record_version,
+)
 
 DEFAULT_PAYLOADS: tuple[Any, ...] = (
     {"instances": [[5.1, 3.5, 1.4, 0.2]]},
@@ -67,7 +73,7 @@ record_version()
 _user_numbers = itertools.count(1)
 
 
-class AbTrafficUser(FastHttpUser):  # type: ignore[misc]
+class AbTrafficUser(FastHttpUser):
     """One simulated client with one keep-alive connection (or one connection per request)."""
 
     wait_time = constant(WAIT_S)
@@ -82,6 +88,11 @@ class AbTrafficUser(FastHttpUser):  # type: ignore[misc]
 
     @task
     def predict(self) -> None:
+        if budget_reached():
+            # Locust is being stopped; start nothing past the budget meanwhile. (StopUser would
+            # make Locust log an error for every user while it stops them.)
+            gevent.sleep(1.0)
+            return
         self.sent += 1
         conn = f"{self.uid}.{self.sent}" if CONNECTION_CLOSE else self.uid
         with self.client.post(PATH, data=next(self.bodies), headers=HEADERS, catch_response=True,

@@ -169,7 +169,9 @@ class Canvas:
             f'height="{fmt_num(max(py1 - py0, 0.5))}" fill="{esc(fill)}" fill-opacity="{opacity}">{tip}</rect>'
         )
 
-    def hline(self, y: float, *, color: str, dash: str = "6 4", css_class: str = "ref-line", tooltip: str = "") -> None:
+    def hline(self, y: float, *, color: str, dash: str = "6 4", css_class: str = "ref-line", tooltip: str = "",
+              label: str = "") -> None:
+        """A horizontal reference line; ``label`` is written at its right end, inside the plot."""
         py = self._clamp_y(y)
         tip = f"<title>{esc(tooltip)}</title>" if tooltip else ""
         self._body.append(
@@ -177,9 +179,14 @@ class Canvas:
             f'y1="{fmt_num(py)}" y2="{fmt_num(py)}" stroke="{esc(color)}" stroke-width="1.5" '
             f'stroke-dasharray="{esc(dash)}">{tip}</line>'
         )
+        if label:
+            self._body.append(
+                f'<text class="ref-label" x="{fmt_num(self.left + self.plot_w - 4)}" y="{fmt_num(py - 3)}" '
+                f'font-size="9" text-anchor="end" fill="{esc(color)}">{esc(label)}</text>'
+            )
 
     def polyline(self, points: Iterable[tuple[float, float]], *, color: str, css_class: str = "series",
-                 width: float = 1.8, step: bool = False, tooltip: str = "") -> None:
+                 width: float = 1.8, step: bool = False, tooltip: str = "", opacity: float = 1.0) -> None:
         """A line through ``points``; ``step`` draws a staircase (for CDFs)."""
         coords: list[tuple[float, float]] = []
         for px, py in ((self.sx(a), self.sy(b)) for a, b in points):
@@ -192,8 +199,16 @@ class Canvas:
         tip = f"<title>{esc(tooltip)}</title>" if tooltip else ""
         self._body.append(
             f'<polyline class="{esc(css_class)}" points="{text}" fill="none" stroke="{esc(color)}" '
-            f'stroke-width="{width}" stroke-linejoin="round">{tip}</polyline>'
+            f'stroke-width="{width}" stroke-opacity="{opacity}" stroke-linejoin="round">{tip}</polyline>'
         )
+
+    def dots(self, points: Iterable[tuple[float, float]], *, color: str, css_class: str = "dot",
+             radius: float = 2.2, opacity: float = 1.0) -> None:
+        """Markers, for series too short or too gappy for a line to show."""
+        marks = "".join(f'<circle cx="{fmt_num(self.sx(a))}" cy="{fmt_num(self.sy(b))}" r="{radius}"/>'
+                        for a, b in points)
+        if marks:
+            self._body.append(f'<g class="{esc(css_class)}" fill="{esc(color)}" fill-opacity="{opacity}">{marks}</g>')
 
     def bar(self, x0: float, x1: float, y0: float, y1: float, *, color: str, css_class: str = "bar",
             tooltip: str = "") -> None:
@@ -249,15 +264,17 @@ class Canvas:
         y = 14.0
         for item in self._legend:
             if item.kind == "box":
-                out.append(f'<rect x="{fmt_num(x)}" y="{fmt_num(y - 8)}" width="12" height="10" fill="{esc(item.color)}"/>')
+                out.append(f'<rect x="{fmt_num(x)}" y="{fmt_num(y - 8)}" width="12" height="10" '
+                           f'fill="{esc(item.color)}"/>')
             elif item.kind == "band":
                 out.append(f'<rect x="{fmt_num(x)}" y="{fmt_num(y - 8)}" width="16" height="10" '
                            f'fill="{esc(item.color)}" fill-opacity="0.18"/>')
             else:
                 dash = ' stroke-dasharray="4 3"' if item.kind == "dash" else ""
-                out.append(f'<line x1="{fmt_num(x)}" x2="{fmt_num(x + 16)}" y1="{fmt_num(y - 3)}" y2="{fmt_num(y - 3)}" '
-                           f'stroke="{esc(item.color)}" stroke-width="2"{dash}/>')
-            out.append(f'<text x="{fmt_num(x + 20)}" y="{fmt_num(y)}" font-size="11" fill="#222">{esc(item.label)}</text>')
+                out.append(f'<line x1="{fmt_num(x)}" x2="{fmt_num(x + 16)}" y1="{fmt_num(y - 3)}" '
+                           f'y2="{fmt_num(y - 3)}" stroke="{esc(item.color)}" stroke-width="2"{dash}/>')
+            out.append(f'<text x="{fmt_num(x + 20)}" y="{fmt_num(y)}" font-size="11" fill="#222">'
+                       f'{esc(item.label)}</text>')
             # Rough text width: enough to keep labels apart without measuring fonts.
             x += 32 + 6.2 * len(item.label)
             if x > self.width - 120:

@@ -128,6 +128,14 @@ def test_runs_as_numeric_non_root_user() -> None:
     assert all(i.line < last.line for i in _all("RUN"))
 
 
+def test_user_matches_the_manifests_security_context() -> None:
+    manifests = pytest.importorskip("pytest_abtraffic._manifests")
+    run_as = getattr(manifests, "RUN_AS_USER", None)
+    if run_as is None:
+        pytest.skip("the manifest generator sets no runAsUser")
+    assert _all("USER")[-1].args.partition(":")[0] == str(run_as)
+
+
 def test_exposes_the_port_the_server_listens_on() -> None:
     assert _one("EXPOSE").args.split() == [str(CONTAINER_PORT)]
     cmd = _exec_form(_one("CMD"))
@@ -140,7 +148,7 @@ def test_port_matches_the_reference_variant_and_manifests() -> None:
     spec = pytest.importorskip("pytest_abtraffic._spec")
     if hasattr(spec, "reference_variant"):
         assert spec.reference_variant("v1").port == CONTAINER_PORT
-    ports = set()
+    ports: set[int] = set()
     for path in (ROOT / "manifests").rglob("*.y*ml"):
         ports.update(int(p) for p in re.findall(r"containerPort:\s*(\d+)", path.read_text(encoding="utf-8")))
     if ports:

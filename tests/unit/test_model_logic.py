@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ from ai_model import MODEL_KINDS, default_kind_for_version, load_model  # noqa: 
 from ai_model.app import MAX_BATCH, RequestError, parse_instances  # noqa: E402
 from ai_model.faults import FaultError, Faults, ignored_fault_vars, make_rng  # noqa: E402
 from ai_model.model import load_iris, load_weights_document, model_from_dict  # noqa: E402
-from ai_model.server import ConfigError, resolve_settings  # noqa: E402
+from ai_model.server import ConfigError, _bind, resolve_settings  # noqa: E402
 
 # Iris rows where v1 (logreg) and v2 (mlp) disagree, found offline by comparing both models
 # over the data set. They sit on the versicolor/virginica boundary; the tuple is
@@ -315,7 +316,8 @@ def test_settings_defaults_and_precedence() -> None:
 
 
 def test_admin_port_needs_the_faults_switch() -> None:
-    assert resolve_settings(["--admin-port", "9100"], {}).admin_port is None
+    off = resolve_settings(["--admin-port", "9100"], {})
+    assert (off.admin_port, off.admin_ignored) == (None, True)
     on = resolve_settings(["--admin-port", "9100"], {"ABTRAFFIC_FAULTS": "1"})
     assert (on.admin_port, on.admin_host) == (9100, "127.0.0.1")
     assert resolve_settings([], {"ABTRAFFIC_FAULTS": "1", "MODEL_ADMIN_PORT": "9101"}).admin_port == 9101
@@ -335,3 +337,14 @@ def test_admin_port_needs_the_faults_switch() -> None:
 def test_bad_settings_are_refused(argv: list[str], env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
         resolve_settings(argv, env)
+
+
+def test_listener_is_created_as_tcp_so_asyncio_sets_nodelay() -> None:
+    # With proto 0 asyncio skips TCP_NODELAY on accepted sockets, and Nagle plus delayed
+    # ACKs then add ~40 ms to each keep-alive response.
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()

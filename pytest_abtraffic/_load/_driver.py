@@ -1,0 +1,373 @@
+"""Run Locust in a subprocess and collect what it recorded.
+
+Locust is never imported here: ``import locust`` monkey-patches the importing process with gevent,
+which inside pytest turns threads into greenlets and can freeze the run (load-and-stats-facts.md).
+The locust process appends one JSON line per request to a records file (see ``_protocol``); this
+side tails that file, enforces the budget and the duration, asks the observer whether to stop, and
+always leaves no process behind (locust runs in its own session; the whole group is killed when it
+does not exit in time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from .._errors import LoadError
+from .._proc import tail
+from . import _protocol as proto
+from ._plan import LoadObserver, LoadPlan
+from ._results import LoadResult, LoadSnapshot, RequestRecord
+
+POLL_INTERVAL_S = 0.05
+# Locust writes its reports on SIGTERM within a fraction of a second; past this the group is killed.
+STOP_GRACE_S = 3.0
+# From launch to Locust starting its users (import + start-up, ~0.5-2 s here).
+STARTUP_TIMEOUT_S = 60.0
+STDERR_TAIL_BYTES = 64 * 1024
+RUN_TIME_MARGIN_S = 2
+STATS_BASENAME = "locust_stats"  # Locust appends ".json"
+
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def locustfile_path() -> Path:
+    """The built-in locustfile (a FastHttpUser posting JSON payloads, recording the served version)."""
+    return Path(__file__).resolve().parent / "locustfile.py"
+
+
+class _RecordsTail:
+    """Incremental reader of the records file (complete lines only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+        self._rest = b""
+        self.parsed = proto.ParsedLines(rows=[])
+        self.records: list[RequestRecord] = []
+
+    def poll(self) -> list[RequestRecord]:
+        if self._fh is None:
+            try:
+                self._fh = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            except FileNotFoundError:
+                return []
+        chunk = self._fh.read()
+        if not chunk:
+            return []
+        data = self._rest + chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._rest = data
+            return []
+        self._rest = data[cut + 1:]
+        lines = data[:cut].decode("utf-8", errors="replace").splitlines()
+        new = [RequestRecord(*row) for row in proto.iter_rows(lines, self.parsed)]
+        self.records.extend(new)
+        return new
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class _Counters:
+    """Running totals for snapshots, updated per new record (not recomputed)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failures = 0
+        self.counts: dict[str, int] = {}
+
+    def add(self, records: list[RequestRecord]) -> None:
+        for r in records:
+            self.requests += 1
+            if r.ok:
+                self.counts[r.version] = self.counts.get(r.version, 0) + 1
+            else:
+                self.failures += 1
+
+    def snapshot(self, elapsed_s: float) -> LoadSnapshot:
+        return LoadSnapshot(elapsed_s=elapsed_s, requests=self.requests, counts=dict(self.counts),
+                            failures=self.failures, rps=self.requests / elapsed_s if elapsed_s > 0 else 0.0)
+
+
+def _check_target(target_url: str, argv: list[str]) -> None:
+    parts = urlsplit(target_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LoadError(
+            f"cannot send load to {target_url!r}: the target must be an http:// or https:// URL with a host\n"
+            f"command: {shlex.join(argv)}"
+        )
+
+
+def _resolve_locustfile(plan: LoadPlan) -> Path:
+    if plan.locustfile is None:
+        return locustfile_path()
+    path = Path(plan.locustfile).expanduser().resolve()
+    if not path.exists():
+        raise LoadError(f"locustfile {plan.locustfile!r} does not exist (resolved to {path})")
+    return path
+
+
+def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str, str]:
+    # LOCUST_* variables from the caller's environment would override nothing we pass on the
+    # command line but could add options (processes, autostart); start from a clean slate.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "ABTRAFFIC_"))}
+    env[proto.ENV_RECORDS] = str(records)
+    env[proto.ENV_VERSION_HEADER] = plan.version_header
+    env[proto.ENV_PATH] = plan.path
+    env[proto.ENV_WAIT_S] = repr(float(plan.wait_s))
+    env[proto.ENV_PARENT_PID] = str(os.getpid())
+    if plan.max_requests is not None:
+        env[proto.ENV_MAX_REQUESTS] = str(plan.max_requests)
+    if plan.connection_close:
+        env[proto.ENV_CONNECTION_CLOSE] = "1"
+    if payloads is not None:
+        env[proto.ENV_PAYLOADS] = str(payloads)
+    # The locust process imports pytest_abtraffic._load.locust_support: make sure it finds this copy.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def build_command(target_url: str, plan: LoadPlan, locustfile: Path, workdir: Path) -> list[str]:
+    """The locust command line (exposed for error messages and the in-cluster entry)."""
+    # The driver ends the run at duration_s itself (from Locust's test_start, to the poll interval).
+    # -t is only a backstop for an orphaned locust: it takes whole seconds, and its timer can fire
+    # ~0.5 s early (gevent's cached loop time is stale after the start-up imports).
+    run_time = math.ceil(plan.duration_s) + RUN_TIME_MARGIN_S
+    return [
+        sys.executable, "-m", "locust",
+        "-f", str(locustfile),
+        "--headless",
+        "-u", str(plan.users),
+        "-r", f"{plan.spawn_rate:g}",
+        "-H", target_url,
+        "-t", f"{run_time}s",
+        "--json-file", str(workdir / STATS_BASENAME),
+        "--exit-code-on-error", "0",
+        "--only-summary",
+        "--loglevel", "WARNING",
+    ]
+
+
+def _read_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - STDERR_TAIL_BYTES))
+            return tail(fh.read().decode("utf-8", errors="replace"))
+    except OSError:
+        return ""
+
+
+def _read_locust_stats(workdir: Path, exit_code: int | None) -> dict[str, Any] | None:
+    path = workdir / f"{STATS_BASENAME}.json"
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    keep = ("name", "method", "num_requests", "num_failures", "min_response_time", "max_response_time",
+            "total_response_time", "start_time", "last_request_timestamp")
+    slim = []
+    for e in entries:
+        if isinstance(e, dict):
+            item = {k: e.get(k) for k in keep}
+            n = e.get("num_requests") or 0
+            item["avg_response_time"] = (e.get("total_response_time") or 0.0) / n if n else 0.0
+            slim.append(item)
+    return {"entries": slim, "exit_code": exit_code}
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _stop_process(proc: subprocess.Popen[bytes], *, term: bool, grace_s: float) -> None:
+    """Ask locust to stop (SIGTERM: it still writes its reports), then kill its whole group."""
+    if proc.poll() is None:
+        if term:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5.0)
+    # Whatever the locustfile started in locust's session goes too.
+    _kill_group(proc.pid)
+
+
+class _Run:
+    def __init__(self, target_url: str, plan: LoadPlan, observer: LoadObserver | None, workdir: Path,
+                 timeout_s: float | None) -> None:
+        self.plan = plan
+        self.observer = observer
+        self.workdir = workdir
+        self.records_path = workdir / "records.jsonl"
+        self.stdout_path = workdir / "locust.stdout"
+        self.stderr_path = workdir / "locust.stderr"
+        payloads_path: Path | None = None
+        if plan.payloads is not None:
+            payloads_path = workdir / "payloads.json"
+            payloads_path.write_text(json.dumps(list(plan.payloads)), encoding="utf-8")
+        self.locustfile = _resolve_locustfile(plan)
+        self.argv = build_command(target_url, plan, self.locustfile, workdir)
+        _check_target(target_url, self.argv)
+        self.env = _child_env(plan, self.records_path, payloads_path)
+        self.timeout_s = timeout_s if timeout_s is not None else plan.duration_s + STARTUP_TIMEOUT_S + 30.0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def describe_command(self) -> str:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()) if k.startswith("ABTRAFFIC_"))
+        return f"{env} {shlex.join(self.argv)}"
+
+    def error(self, what: str) -> LoadError:
+        stderr = _read_tail(self.stderr_path) or _read_tail(self.stdout_path)
+        text = f"{what}\ncommand: {self.describe_command()}"
+        text += f"\nstderr tail:\n{stderr}" if stderr else "\n(locust wrote nothing to stderr)"
+        return LoadError(text)
+
+    def hint(self) -> str:
+        if self.plan.locustfile is None:
+            return ""
+        return " (does the locustfile call pytest_abtraffic._load.locust_support.record_version()?)"
+
+    def execute(self) -> LoadResult:
+        # Start from an empty records file, also when a workdir is reused.
+        self.records_path.write_bytes(b"")
+        records_tail = _RecordsTail(self.records_path)
+        counters = _Counters()
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                start_new_session=True,
+            )
+        proc = self.proc
+        launched = time.monotonic()
+        started = False
+        next_progress = math.inf
+        reason: str | None = None
+        stop_epoch: float | None = None
+        try:
+            while True:
+                counters.add(records_tail.poll())
+                start_epoch = records_tail.parsed.start_epoch
+                now_mono = time.monotonic()
+                if start_epoch is not None and not started:
+                    started = True
+                    if self.observer is not None:
+                        self.observer.on_start()
+                    next_progress = now_mono + self.plan.progress_interval_s
+                if proc.poll() is not None:
+                    break
+                elapsed = time.time() - start_epoch if start_epoch is not None else 0.0
+                if self.plan.max_requests is not None and counters.requests >= self.plan.max_requests:
+                    reason = "budget"
+                elif started and elapsed >= self.plan.duration_s:
+                    reason = "duration"
+                elif self.observer is not None and started and now_mono >= next_progress:
+                    next_progress = now_mono + self.plan.progress_interval_s
+                    if self.observer.on_progress(counters.snapshot(elapsed), tuple(records_tail.records)):
+                        reason = str(getattr(self.observer, "stop_reason", None) or "observer")
+                if reason is not None:
+                    stop_epoch = time.time()
+                    break
+                if not started and now_mono - launched > STARTUP_TIMEOUT_S:
+                    raise self.error(f"locust did not start sending within {STARTUP_TIMEOUT_S:g}s{self.hint()}")
+                if now_mono - launched > self.timeout_s:
+                    raise self.error(f"locust did not finish within the timeout of {self.timeout_s:g}s")
+                time.sleep(POLL_INTERVAL_S)
+            # The locust side stops itself at the budget; give it a moment before signalling.
+            if reason == "budget" and records_tail.parsed.stop == "budget":
+                _stop_process(proc, term=False, grace_s=1.0)
+            _stop_process(proc, term=True, grace_s=STOP_GRACE_S)
+            counters.add(records_tail.poll())
+        finally:
+            if self.proc is not None:
+                _stop_process(self.proc, term=True, grace_s=STOP_GRACE_S)
+            records_tail.close()
+        return self.finish(records_tail, reason, stop_epoch)
+
+    def finish(self, records_tail: _RecordsTail, reason: str | None, stop_epoch: float | None) -> LoadResult:
+        assert self.proc is not None
+        exit_code = self.proc.returncode
+        records = tuple(records_tail.records)
+        parsed = records_tail.parsed
+        if reason is None:
+            # Locust exited by itself.
+            if exit_code != 0:
+                raise self.error(f"locust exited with code {exit_code} after {len(records)} recorded requests")
+            if parsed.stop == "budget":
+                reason = "budget"
+            elif parsed.start_epoch is not None and time.time() - parsed.start_epoch >= self.plan.duration_s - 0.5:
+                reason = "duration"
+            else:
+                reason = "exited"
+        if not records:
+            raise self.error(f"locust exited with code {exit_code} and recorded no requests{self.hint()}")
+        start = parsed.start_epoch if parsed.start_epoch is not None else 0.0
+        # Parent-side stop: when it decided; self-stop: when the last request ended.
+        last_end = max(r.t + r.latency_ms / 1000.0 for r in records)
+        duration = stop_epoch - start if stop_epoch is not None else last_end
+        return LoadResult(
+            records=records,
+            duration_s=max(duration, 0.0),
+            stopped_early=reason in ("verdict", "observer"),
+            stop_reason=reason,
+            locust_stats=_read_locust_stats(self.workdir, exit_code),
+        )
+
+
+def run_locust(
+    target_url: str,
+    plan: LoadPlan,
+    observer: LoadObserver | None = None,
+    *,
+    workdir: Path | None = None,
+    timeout_s: float | None = None,
+) -> LoadResult:
+    """Drive ``plan`` at ``target_url`` with Locust in a subprocess; return every recorded request.
+
+    Raises LoadError (with the command and the stderr tail) when Locust fails to start, dies, or
+    records nothing. ``workdir`` keeps the records file, Locust's JSON stats and its output
+    (a temporary directory, removed afterwards, when None). ``timeout_s`` bounds the whole call
+    (default: the plan's duration plus start-up allowance). No process is left running on return,
+    error or KeyboardInterrupt.
+    """
+    own_dir = workdir is None
+    wd = Path(tempfile.mkdtemp(prefix="abtraffic-load-")) if workdir is None else Path(workdir).resolve()
+    wd.mkdir(parents=True, exist_ok=True)
+    try:
+        return _Run(target_url, plan, observer, wd, timeout_s).execute()
+    finally:
+        if own_dir:
+            shutil.rmtree(wd, ignore_errors=True)
+
+
+def child_environment_preview(plan: LoadPlan) -> Mapping[str, str]:
+    """The ABTRAFFIC_* variables a run of ``plan`` sets (for docs and manifests)."""
+    env = _child_env(plan, Path("records.jsonl"), Path("payloads.json") if plan.payloads is not None else None)
+    return {k: v for k, v in env.items() if k.startswith("ABTRAFFIC_")}
+
+
+__all__ = ["build_command", "child_environment_preview", "locustfile_path", "run_locust"]

@@ -1,0 +1,138 @@
+"""How to drive load (LoadPlan) and how to watch it (LoadObserver)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from .._errors import SpecError, UsageError
+from ._results import UNITS, LoadSnapshot, RequestRecord
+
+if TYPE_CHECKING:
+    from .._spec import ExperimentSpec
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """One load run.
+
+    The run ends at whichever comes first: ``max_requests`` recorded requests, ``duration_s``
+    seconds after Locust started its users, or the observer asking to stop.
+
+    ``payloads`` are JSON request bodies cycled by the built-in locustfile (default: iris batches).
+    ``locustfile`` replaces the built-in one; it must call
+    ``pytest_abtraffic._load.locust_support.record_version()`` so requests are recorded.
+    ``connection_close`` sends ``Connection: close`` (one connection per request).
+    ``unit`` says how the split is meant to be counted (requests, or connections for
+    per-connection routing); the driver records both, the statistics use this.
+    ``wait_s`` is the pause after each request of each user (0: as fast as the target answers).
+    """
+
+    users: int = 10
+    spawn_rate: float = 10.0
+    max_requests: int | None = None
+    duration_s: float = 120.0
+    path: str = "/predict"
+    payloads: tuple[Any, ...] | None = None
+    version_header: str = "x-model-version"
+    unit: Literal["requests", "connections"] = "requests"
+    locustfile: str | None = None
+    connection_close: bool = False
+    progress_interval_s: float = 0.5
+    wait_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
+                value >= 0 if allow_zero else value > 0)
+            if not ok:
+                bound = ">= 0" if allow_zero else "> 0"
+                raise SpecError(f"load.{name}", f"must be a number {bound}, got {value!r}")
+
+        if isinstance(self.users, bool) or not isinstance(self.users, int) or self.users < 1:
+            raise SpecError("load.users", f"must be an integer >= 1, got {self.users!r}")
+        positive_number("spawn_rate", self.spawn_rate)
+        if self.max_requests is not None and (
+            isinstance(self.max_requests, bool) or not isinstance(self.max_requests, int) or self.max_requests < 1
+        ):
+            raise SpecError("load.requests", f"must be an integer >= 1 or null, got {self.max_requests!r}")
+        positive_number("duration_s", self.duration_s)
+        positive_number("progress_interval_s", self.progress_interval_s)
+        positive_number("wait_s", self.wait_s, allow_zero=True)
+        if not isinstance(self.path, str) or not self.path.startswith("/"):
+            raise SpecError("load.path", f"must start with '/', got {self.path!r}")
+        if not isinstance(self.version_header, str) or not _HEADER_NAME.match(self.version_header):
+            raise SpecError("version_header", f"{self.version_header!r} is not a valid HTTP header name")
+        if self.unit not in UNITS:
+            raise SpecError("load.unit", f"must be one of {', '.join(UNITS)}, got {self.unit!r}")
+        if self.payloads is not None:
+            if isinstance(self.payloads, str | bytes) or not isinstance(self.payloads, Sequence) or not self.payloads:
+                raise SpecError("load.payloads", "must be a non-empty list of JSON request bodies")
+            try:
+                json.dumps(list(self.payloads))
+            except (TypeError, ValueError) as exc:
+                raise SpecError("load.payloads", f"must be JSON-serialisable: {exc}") from None
+        if self.locustfile is not None and (not isinstance(self.locustfile, str) or not self.locustfile):
+            raise SpecError("load.locustfile", f"must be a path, got {self.locustfile!r}")
+
+    @classmethod
+    def from_spec(cls, spec: ExperimentSpec, **overrides: Any) -> LoadPlan:
+        """The plan ``spec.load`` describes (``requests`` becomes ``max_requests``), with the spec's
+        version header; keyword arguments override single fields."""
+        load = spec.load
+        values: dict[str, Any] = {
+            "users": load.users,
+            "spawn_rate": load.spawn_rate,
+            "max_requests": load.requests,
+            "duration_s": load.duration_s,
+            "path": load.path,
+            "payloads": load.payloads,
+            "version_header": spec.version_header,
+            "unit": load.unit,
+            "locustfile": load.locustfile,
+        }
+        return cls.from_dict({**values, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (e.g. for the in-cluster load Job's ``--plan``)."""
+        out = dataclasses.asdict(self)
+        out["payloads"] = list(self.payloads) if self.payloads is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoadPlan:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UsageError(f"unknown load plan field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values = dict(d)
+        if isinstance(values.get("payloads"), list):
+            values["payloads"] = tuple(values["payloads"])
+        return cls(**values)
+
+
+@runtime_checkable
+class LoadObserver(Protocol):
+    """Watches a running load and may stop it (sequential testing, chaos timelines).
+
+    An observer may also have a ``stop_reason`` attribute (e.g. ``"verdict"``); the run's
+    ``stop_reason`` is then that string instead of ``"observer"`` when it asks to stop.
+    """
+
+    def on_start(self) -> None:
+        """Called once, when Locust has started its users."""
+        ...
+
+    def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        """Called every ``progress_interval_s`` with every record so far; return True to stop now."""
+        ...
+
+
+__all__ = ["LoadObserver", "LoadPlan"]

@@ -1,0 +1,146 @@
+"""The wheel works from another directory, and a model repository can use the plugin from the README.
+
+A fresh virtual environment gets the built wheel (no editable checkout on its path); its third-party
+dependencies come from the development environment through a ``.pth`` file so the test needs no
+network. Then a project outside this repository, with its own tiny model server, runs the README's
+first test against it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_SERVER = '''
+"""A stand-in for a user's own model server: answers /predict with its version in a header."""
+import argparse
+import json
+import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+VERSION = os.environ["MODEL_VERSION"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _send(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("x-model-version", VERSION)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self._send(200 if self.path in ("/readyz", "/healthz") else 404, {"version": VERSION})
+
+    def do_POST(self):
+        length = int(self.headers.get("content-length", 0))
+        self.rfile.read(length)
+        self._send(200, {"version": VERSION, "predictions": [1]})
+
+    def log_message(self, *args):
+        pass
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, required=True)
+args = parser.parse_args()
+ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+'''
+
+CONFTEST = '''
+import pytest
+from pytest_abtraffic import ExperimentSpec, Variant
+
+
+@pytest.fixture(scope="session")
+def abtraffic_base_spec():
+    cmd = ("{python}", "tiny_server.py", "--port", "{port}")
+    return ExperimentSpec(
+        model="my-model",
+        variants=(
+            Variant("v1", weight=50, command=cmd, env={"MODEL_VERSION": "v1"}, image="my_model_v1:latest"),
+            Variant("v2", weight=50, command=cmd, env={"MODEL_VERSION": "v2"}, image="my_model_v2:latest"),
+        ),
+    )
+'''
+
+TEST_FILE = '''
+import pytest
+
+
+def test_default_split_holds(abtraffic):
+    abtraffic.verify_split()
+
+
+@pytest.mark.abtraffic(weights="v1=90,v2=10")
+def test_canary_split(abtraffic):
+    abtraffic.verify_split()
+'''
+
+
+@pytest.fixture(scope="module")
+def installed_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("wheel")
+    dist = root / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(REPO)], check=True, timeout=180, capture_output=True)
+    wheel = next(dist.glob("pytest_abtraffic-*.whl"))
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    probe = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", probe],
+                               check=True, timeout=30, capture_output=True, text=True).stdout.strip())
+    # Dependencies from the development environment, but not the checkout itself.
+    (site / "zz_dev_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, timeout=180, capture_output=True)
+    return venv
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_wheel_renders_from_another_directory(installed_venv: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(installed_venv / "bin" / "abtraffic"), "render"], cwd=tmp_path, env=_clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(proc.stdout) if doc]
+    assert sorted(kinds) == sorted(["Namespace", "Deployment", "Deployment", "Service", "Service", "Service",
+                                    "HTTPRoute"])
+    where = subprocess.run([str(installed_venv / "bin" / "python"), "-c",
+                            "import pytest_abtraffic, pytest_abtraffic._resources as r; "
+                            "print(pytest_abtraffic.__file__); print(r.fixtures_dir()); print(r.manifests_dir())"],
+                           cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60, check=True)
+    lines = where.stdout.split()
+    assert str(REPO) not in lines[0], "the checkout, not the wheel, was imported"
+    assert all("_bundled" in line for line in lines[1:]), lines
+    assert (Path(lines[1]) / "ai_model" / "__main__.py").is_file()
+
+
+def test_outside_project_passes_split_tests_written_from_the_readme(installed_venv: Path, tmp_path: Path) -> None:
+    project = tmp_path / "model-repo"
+    project.mkdir()
+    (project / "tiny_server.py").write_text(textwrap.dedent(TINY_SERVER))
+    (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
+    (project / "test_split.py").write_text(textwrap.dedent(TEST_FILE))
+    proc = subprocess.run([str(installed_venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                          cwd=project, env=_clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "2 passed" in proc.stdout
+    assert "abtraffic: backend=local, experiment my-model v1=50 v2=50" in proc.stdout

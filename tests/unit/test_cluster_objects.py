@@ -1,0 +1,242 @@
+"""Every object the cluster backends create validates against the Kubernetes schemas, and the load
+Job is what the facts require (meshed, aimed at the apex, ends when Locust ends)."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pytest_abtraffic._cluster import ClusterSettings, _jobentry, check_load_target, plan, refuse_port_forward
+from pytest_abtraffic._cluster._loadjob import apex_url, extract_proxy_metrics, load_job_objects
+from pytest_abtraffic._cluster._plan import deploy_steps, kind_layout, marker_object
+from pytest_abtraffic._errors import BackendError, LoadError
+from pytest_abtraffic._load import LoadPlan
+from pytest_abtraffic._load.incluster import _parser, plan_from_args
+from pytest_abtraffic._manifests import render_experiment, validate_objects
+from pytest_abtraffic._resources import manifests_dir
+from pytest_abtraffic._spec import default_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SPLITS = ("smi-v1alpha1", "smi-v1alpha2", "httproute")
+
+
+def applied_objects(backend: str, split_api: str, **spec_changes: Any) -> list[dict[str, Any]]:
+    spec = default_spec(split_api=split_api, **spec_changes)
+    steps = plan(backend, spec, ClusterSettings(context="dev", work_dir="/tmp/abt-test-unused"))
+    return [dict(o) for s in steps if s.kind == "apply" for o in s.objects]
+
+
+@pytest.mark.parametrize("backend", ["kind", "existing"])
+@pytest.mark.parametrize("split_api", SPLITS)
+def test_everything_applied_validates(backend: str, split_api: str) -> None:
+    objects = applied_objects(backend, split_api)
+    kinds = sorted({o["kind"] for o in objects})
+    expected = {"ConfigMap", "Deployment", "Job", "Namespace", "Service", "ServiceAccount"}
+    expected.add("HTTPRoute" if split_api == "httproute" else "TrafficSplit")
+    assert set(kinds) == expected
+    assert validate_objects(objects) == []
+
+
+def test_policy_group_route_validates() -> None:
+    objects = applied_objects("existing", "httproute", route_group="policy.linkerd.io")
+    assert validate_objects(objects) == []
+
+
+def test_validation_is_strict_enough_to_fail() -> None:
+    job = next(o for o in applied_objects("kind", "httproute") if o["kind"] == "Job")
+    job["spec"]["template"]["spec"]["containers"][0]["comand"] = ["typo"]
+    problems = validate_objects([job])
+    assert problems and "comand" in problems[0]
+
+
+def test_load_job_with_payloads_and_locustfile_validates(tmp_path: Path) -> None:
+    locustfile = tmp_path / "mine.py"
+    locustfile.write_text("from locust import HttpUser\n")
+    spec = default_spec()
+    plan_ = LoadPlan.from_spec(spec, payloads=({"x": [1, 2]},), locustfile=str(locustfile), max_requests=500)
+    objects = load_job_objects(spec, "abt-z", plan_, job_name="abtraffic-load-7", image="reg/load:1")
+    assert validate_objects(objects) == []
+    sa, cm, job = objects
+    assert sa["kind"] == "ServiceAccount" and cm["kind"] == "ConfigMap" and job["kind"] == "Job"
+    assert json.loads(cm["data"]["payloads.json"]) == [{"x": [1, 2]}]
+    assert cm["data"]["locustfile.py"] == "from locust import HttpUser\n"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert pod["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+
+
+def test_load_job_shape() -> None:
+    spec = default_spec()
+    plan_ = LoadPlan.from_spec(spec, duration_s=30.0, max_requests=2000)
+    job = load_job_objects(spec, "abt-q", plan_, job_name="abtraffic-load-1", image="pytest-abtraffic/load:0.1.0")[2]
+    tmpl = job["spec"]["template"]
+    assert job["spec"]["backoffLimit"] == 0  # a retried run would count twice
+    assert tmpl["spec"]["restartPolicy"] == "Never"
+    assert tmpl["metadata"]["annotations"] == {
+        "linkerd.io/inject": "enabled",
+        "config.linkerd.io/proxy-admin-shutdown": "enabled",
+        "config.linkerd.io/proxy-await": "enabled",
+    }
+    container = tmpl["spec"]["containers"][0]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True and isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "pytest_abtraffic._cluster._jobentry"]
+    deadline = float(command[command.index("--deadline") + 1])
+    assert job["spec"]["activeDeadlineSeconds"] > deadline > plan_.duration_s
+
+
+def test_job_arguments_are_accepted_by_the_in_cluster_entry() -> None:
+    spec = default_spec()
+    plan_ = LoadPlan.from_spec(spec, payloads=({"a": 1},), max_requests=1234, users=7)
+    job = load_job_objects(spec, "abt-q", plan_, job_name="j", image="i")[2]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    load_args = command[command.index("--") + 1:]
+    args = _parser().parse_args(load_args)
+    assert args.host == apex_url(spec, "abt-q") == "http://ai-model-service.abt-q.svc.cluster.local:80"
+    assert args.payloads_file == "/etc/abtraffic/payloads.json"
+    args.payloads_file = None  # mounted from the ConfigMap in the pod
+    parsed = plan_from_args(args)
+    assert parsed.max_requests == 1234 and parsed.users == 7 and parsed.version_header == "x-model-version"
+
+
+def test_payloads_too_big_for_a_configmap() -> None:
+    spec = default_spec()
+    big = LoadPlan.from_spec(spec, payloads=("x" * 1_000_000,))
+    with pytest.raises(LoadError, match="ConfigMap"):
+        load_job_objects(spec, "abt", big, job_name="j", image="i")
+
+
+def test_namespace_carries_run_label_and_injection() -> None:
+    spec = default_spec()
+    steps = deploy_steps(spec, "abt-n", render_experiment(spec, namespace="abt-n"), run_id="run-1", timeout_s=5)
+    ns = steps[0].objects[0]
+    assert ns["metadata"]["labels"]["pytest-abtraffic/run"] == "run-1"
+    assert ns["metadata"]["annotations"]["linkerd.io/inject"] == "enabled"
+    assert validate_objects([ns]) == []
+
+
+def test_marker_configmap_validates(tmp_path: Path) -> None:
+    s = ClusterSettings(work_dir=str(tmp_path))
+    marker = marker_object(kind_layout(s), s, smi_installed=True)
+    assert validate_objects([marker]) == []
+    assert marker["data"]["linkerd-version"] == "edge-25.4.4"
+
+
+def test_port_forward_is_refused_with_the_reason() -> None:
+    with pytest.raises(BackendError) as info:
+        refuse_port_forward("svc/ai-model-service")
+    text = str(info.value)
+    assert "linkerd2#2352" in text and "meshed" in text
+    for url in ("http://127.0.0.1:8080", "http://localhost:80/predict", "http://[::1]:80"):
+        with pytest.raises(BackendError, match="port-forward"):
+            check_load_target(url)
+    check_load_target("http://ai-model-service.abt.svc.cluster.local:80")
+
+
+def test_kind_cluster_config() -> None:
+    doc = yaml.safe_load((manifests_dir() / "kind-cluster.yaml").read_text())
+    assert doc["kind"] == "Cluster" and doc["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert [n["role"] for n in doc["nodes"]] == ["control-plane"]
+    assert doc["networking"]["apiServerAddress"] == "127.0.0.1"
+    assert "name" not in doc  # the name comes from --name
+
+
+def test_load_dockerfile() -> None:
+    text = (ROOT / "Dockerfile.load").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    user = [ln for ln in lines if ln.startswith("USER ")]
+    assert len(user) == 1 and re.fullmatch(r"USER [1-9]\d*:[1-9]\d*", user[0])
+    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "pytest_abtraffic._load.incluster"]'
+    assert any(ln.startswith("RUN pip install") and "/src" in ln for ln in lines)
+    assert "curl" not in text and "wget" not in text  # nothing but pip downloads at build time
+    ignore = (ROOT / "Dockerfile.load.dockerignore").read_text()
+    assert "!pytest_abtraffic" in ignore.splitlines() and "!pyproject.toml" in ignore.splitlines()
+
+
+# -- the Job's entry: metrics read from inside the pod, then the proxy is told to shut down ---------------
+
+
+class _FakeProxy(BaseHTTPRequestHandler):
+    shutdowns: list[str] = []
+
+    def do_GET(self) -> None:
+        body = b"outbound_http_route_backend_requests_total{backend_name=\"a\"} 3\n"
+        self.send_response(200 if self.path == "/metrics" else 404)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        _FakeProxy.shutdowns.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"shutdown\n")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_proxy() -> Iterator[int]:
+    _FakeProxy.shutdowns = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeProxy)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _Child:
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+
+    def wait(self, timeout: float | None = None) -> int:
+        return 3
+
+    def send_signal(self, signum: int) -> None:
+        pass
+
+
+def test_jobentry_prints_metrics_and_stops_the_proxy(fake_proxy: int, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    children: list[_Child] = []
+
+    def popen(argv: list[str]) -> _Child:
+        children.append(_Child(argv))
+        return children[-1]
+
+    monkeypatch.setattr(_jobentry.subprocess, "Popen", popen)
+    monkeypatch.setattr(_jobentry.signal, "signal", lambda *a: None)
+    code = _jobentry.main(["--deadline", "5", "--admin-port", str(fake_proxy), "--", "--host", "http://apex:80"])
+    assert code == 3  # Locust's exit code is the Job's
+    assert children[0].argv[1:] == ["-m", "pytest_abtraffic._load.incluster", "--host", "http://apex:80"]
+    out = capsys.readouterr().out
+    assert extract_proxy_metrics(out) == 'outbound_http_route_backend_requests_total{backend_name="a"} 3\n'
+    assert _FakeProxy.shutdowns == ["/shutdown"]
+
+
+def test_jobentry_without_a_proxy_still_exits(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(_jobentry.subprocess, "Popen", lambda argv: _Child(argv))
+    monkeypatch.setattr(_jobentry.signal, "signal", lambda *a: None)
+    # Port 9 on loopback: nothing listens (connection refused quickly).
+    assert _jobentry.main(["--deadline", "5", "--admin-port", "9", "--", "--host", "http://x"]) == 3
+    captured = capsys.readouterr()
+    metrics = extract_proxy_metrics(captured.out)
+    assert metrics is not None and metrics.startswith("# error: cannot read the proxy metrics")
+    assert "proxy shutdown request failed" in captured.err
