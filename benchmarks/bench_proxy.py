@@ -120,7 +120,14 @@ async def _drive(port: int, concurrency: int, duration: float) -> dict[str, Any]
 
 
 def client_main(port: int, concurrency: int, duration: float) -> None:
-    print(json.dumps(asyncio.run(_drive(port, concurrency, duration))))
+    import resource
+
+    t0 = resource.getrusage(resource.RUSAGE_SELF)
+    result = asyncio.run(_drive(port, concurrency, duration))
+    t1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (t1.ru_utime + t1.ru_stime) - (t0.ru_utime + t0.ru_stime)
+    result["client_cpu_us_per_req"] = cpu / max(1, result["total_requests"]) * 1e6
+    print(json.dumps(result))
 
 
 def _cpu_s(pid: int) -> float:
@@ -180,13 +187,19 @@ def main() -> int:
             r["added_p50_ms_loaded"] = r["proxy_load"]["p50_ms"] - r["direct_load"]["p50_ms"]
             r["proxy_cpu_us_per_req"] = r["proxy_load"]["proxy_cpu_us_per_req"]
             r["server_cpu_us_per_req"] = r["direct_load"]["server_cpu_us_per_req"]
+            r["client_cpu_us_per_req"] = r["direct_load"]["client_cpu_us_per_req"]
+            # If client, server and proxy were all CPU-bound on shared cores, throughput would
+            # scale with 1 / (CPU per request of the whole path): a noise-free model of the ratio.
+            direct_cpu = r["server_cpu_us_per_req"] + r["client_cpu_us_per_req"]
+            r["cpu_model_ratio"] = direct_cpu / (direct_cpu + r["proxy_cpu_us_per_req"])
             rounds.append(r)
             errors = sum(r[k]["errors"] for k in r if k.endswith(("c1", "load")))
             print(f"round {i + 1}: direct {r['direct_load']['rps']:.0f} rps, proxy {r['proxy_load']['rps']:.0f} rps "
                   f"(ratio {r['throughput_ratio']:.2f}); c=1 p50 {r['direct_c1']['p50_ms']:.3f} -> "
                   f"{r['proxy_c1']['p50_ms']:.3f} ms, p99 {r['direct_c1']['p99_ms']:.3f} -> "
                   f"{r['proxy_c1']['p99_ms']:.3f} ms; CPU/request proxy {r['proxy_cpu_us_per_req']:.0f} us, "
-                  f"server {r['server_cpu_us_per_req']:.0f} us; errors {errors}", flush=True)
+                  f"server {r['server_cpu_us_per_req']:.0f} us, client {r['client_cpu_us_per_req']:.0f} us; "
+                  f"errors {errors}", flush=True)
         counters = dep.mesh_counters()
     finally:
         backend.close()
@@ -198,7 +211,8 @@ def main() -> int:
           f"(target >= 0.70), added p50 {med('added_p50_ms'):.3f} ms (target <= 1 ms), "
           f"added p99 {med('added_p99_ms'):.3f} ms, added p50 under load {med('added_p50_ms_loaded'):.3f} ms; "
           f"CPU per request: proxy {med('proxy_cpu_us_per_req'):.0f} us, model server "
-          f"{med('server_cpu_us_per_req'):.0f} us")
+          f"{med('server_cpu_us_per_req'):.0f} us, client {med('client_cpu_us_per_req'):.0f} us "
+          f"(CPU-bound model of the ratio: {med('cpu_model_ratio'):.2f})")
     print(f"proxy counters: { {k: v.requests for k, v in counters.items()} }")
     if args.json:
         print(json.dumps(rounds, indent=1))

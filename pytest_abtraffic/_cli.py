@@ -216,7 +216,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise UsageError("--fallback on an existing cluster kills and scales pods; add --allow-chaos to allow it")
     from ._chaos import parse_scenario
 
-    scenarios = [parse_scenario(text, spec) for text in args.fallback]
+    scenarios = [parse_scenario(text, spec, field="--fallback") for text in args.fallback]
+    if not scenarios and spec.scenarios:
+        from ._chaos import scenario_from_spec
+
+        from_spec = scenario_from_spec(spec)
+        scenarios = [from_spec] if from_spec is not None else []
     settings = VerifySettings(tolerance=args.tolerance, confidence=args.confidence, requests=args.requests,
                               early_stop=not args.no_early_stop, users=args.users)
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,

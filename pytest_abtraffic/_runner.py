@@ -6,7 +6,6 @@ Shared by the pytest fixtures and ``abtraffic verify`` so both judge a split the
 from __future__ import annotations
 
 import datetime as _dt
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +16,7 @@ from ._result import ExperimentResult, FaultWindow
 
 if TYPE_CHECKING:
     from ._backend import Deployment
-    from ._chaos import FallbackExpectation, Scenario
+    from ._chaos import FallbackExpectation, Scenario, ScenarioObserver
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
     from ._stats import SequentialState
 
@@ -178,32 +177,26 @@ def verify_split(
     )
 
 
-class _ScenarioObserver:
-    """Starts the fault timeline when load starts; stops load once the recovery window is over."""
+class _ScenarioProgress:
+    """Wraps the chaos module's observer to add the live progress line."""
 
-    def __init__(self, deployment: Deployment, scenario: Scenario, settings: VerifySettings,
-                 variants: Sequence[str], unit: str, progress: ProgressCallback | None) -> None:
-        from ._chaos import ScenarioRunner
-
-        self.runner = ScenarioRunner(scenario)
-        self._deployment = deployment
-        self._stop_after = scenario.end_s() + settings.recovery_s
+    def __init__(self, inner: ScenarioObserver, settings: VerifySettings, variants: Sequence[str], unit: str,
+                 progress: ProgressCallback | None) -> None:
+        self.inner = inner
         self._settings = settings
         self._variants = list(variants)
         self._unit = unit
         self._progress = progress
         self._last_print = 0.0
-        self._started = threading.Event()
 
     def on_start(self) -> None:
         self._last_print = time.monotonic()
-        self.runner.start(self._deployment)
-        self._started.set()
+        self.inner.on_start()
 
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
         counts = _successful_counts(records, self._unit, self._variants)
-        _report_progress(self._progress, snapshot, counts, f"fault scenario {self.runner.scenario.name}", self)
-        return snapshot.elapsed_s >= self._stop_after
+        _report_progress(self._progress, snapshot, counts, f"fault scenario {self.inner.runner.scenario.name}", self)
+        return self.inner.on_progress(snapshot, records)
 
 
 def run_scenario(
@@ -217,7 +210,7 @@ def run_scenario(
     plan: LoadPlan | None = None,
 ) -> ExperimentResult:
     """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment."""
-    from ._chaos import evaluate_fallback
+    from ._chaos import ScenarioObserver, ScenarioRunner, evaluate_fallback
     from ._load import LoadPlan
 
     settings = settings or VerifySettings()
@@ -227,13 +220,15 @@ def run_scenario(
     load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0)
     if settings.users is not None:
         load_plan = replace(load_plan, users=settings.users)
-    observer = _ScenarioObserver(deployment, scenario, settings, spec.variant_names, load_plan.unit, progress)
+    runner = ScenarioRunner(scenario)
+    observer = _ScenarioProgress(ScenarioObserver(runner, deployment, settings.recovery_s), settings,
+                                 spec.variant_names, load_plan.unit, progress)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     try:
         load: LoadResult = deployment.run_load(load_plan, observer)
     finally:
-        windows = observer.runner.stop()  # restores the deployment, re-raises step errors
+        windows = runner.stop()  # restores the deployment, re-raises step errors
     report = evaluate_fallback(load, scenario, windows, spec, expectation)
     return ExperimentResult(
         name=name or f"fallback:{scenario.name}",

@@ -516,7 +516,12 @@ def spec_from_mapping(data: object) -> ExperimentSpec:
             if not isinstance(step, Mapping):
                 raise SpecError(f"scenarios[{i}]", "must be a mapping")
         kwargs["scenarios"] = tuple(dict(s) for s in scenarios)
-    return ExperimentSpec(**kwargs)
+    spec = ExperimentSpec(**kwargs)
+    if spec.scenarios:
+        from ._chaos import scenario_from_spec  # the chaos module owns the step grammar
+
+        scenario_from_spec(spec)
+    return spec
 
 
 def _variant(item: object, where: str) -> Variant:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from ._driver import locustfile_path, run_locust
 from ._logparse import parse_records_from_log
 from ._plan import LoadObserver, LoadPlan
-from ._results import LoadResult, LoadSnapshot, RequestRecord, TimeBucket
+from ._results import RECORD_FIELDS, STOP_REASONS, LoadResult, LoadSnapshot, RequestRecord, TimeBucket
 
 __all__ = [
+    "RECORD_FIELDS",
+    "STOP_REASONS",
     "LoadObserver",
     "LoadPlan",
     "LoadResult",
