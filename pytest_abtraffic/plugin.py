@@ -174,8 +174,9 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     except AbTrafficError:
         return f"abtraffic: backend={cfg.backend}"
     weights = " ".join(f"{v.name}={v.weight}" for v in spec.variants)
-    return (f"abtraffic: backend={cfg.backend}, experiment {spec.model} {weights} ({spec.split_api}), "
-            f"tolerance={cfg.tolerance:g}, confidence={cfg.confidence:g}")
+    source = cfg.spec_path or "built-in default unless a conftest overrides abtraffic_base_spec"
+    return (f"abtraffic: backend={cfg.backend}, experiment {spec.model} {weights} ({spec.split_api}) "
+            f"[{source}], tolerance={cfg.tolerance:g}, confidence={cfg.confidence:g}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -275,9 +276,11 @@ class _DeploymentPool:
     (restored between tests); a test with different weights or split API gets its own.
     """
 
-    def __init__(self, backend: Backend, namespace_prefix: str) -> None:
+    def __init__(self, backend: Backend, namespace_prefix: str,
+                 announce: Callable[[str], None] | None = None) -> None:
         self._backend = backend
         self._prefix = namespace_prefix
+        self._announce = announce
         self._deployments: dict[str, Deployment] = {}
 
     def get(self, spec: ExperimentSpec) -> Deployment:
@@ -287,6 +290,10 @@ class _DeploymentPool:
             namespace = _namespace(self._prefix, len(self._deployments))
             deployment = self._backend.deploy(spec, namespace=namespace)
             self._deployments[key] = deployment
+            if self._announce is not None:
+                weights = ", ".join(f"{v.name}={v.weight}" for v in spec.variants)
+                self._announce(f"deployed {spec.model} ({weights}, {spec.split_api}) on backend "
+                               f"{self._backend.name}, namespace {deployment.namespace}")
         return deployment
 
     def close(self) -> None:
@@ -314,7 +321,8 @@ def _namespace(prefix: str, index: int) -> str:
 def abtraffic_pool(abtraffic_backend: Backend, abtraffic_config: AbTrafficConfig,
                    request: pytest.FixtureRequest) -> Iterator[_DeploymentPool]:
     module = getattr(request.module, "__name__", "module").rsplit(".", 1)[-1]
-    pool = _DeploymentPool(abtraffic_backend, f"{abtraffic_config.worker_id}-{module}")
+    pool = _DeploymentPool(abtraffic_backend, f"{abtraffic_config.worker_id}-{module}",
+                           _progress_writer(request.config))
     try:
         yield pool
     finally:

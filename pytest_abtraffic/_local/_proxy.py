@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from ._http import (
     HEAD_END,
@@ -285,8 +285,8 @@ class UpstreamConn(asyncio.BufferedProtocol):
         self.reused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same interface.
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, ex: Exchange) -> None:
         self.ex = ex
@@ -419,9 +419,11 @@ class UpstreamConn(asyncio.BufferedProtocol):
         ep.inflight -= 1
         if self.reused and not self.got_bytes and not ex.transparent_retry:
             # The backend closed an idle pooled connection just as it was reused: nothing was
-            # processed, so send the request again on a fresh connection (not a retry).
+            # processed, so send the request again on a fresh connection (not a retry). Its
+            # other idle connections are most likely closed too (restart, kill): drop them.
             ex.transparent_retry = True
             ex.endpoint = None
+            ep.drop_idle()
             ep.backend.dispatch(ex)
             return
         ep.backend.router.on_upstream_error(ex, ep, "connection closed by the backend before the response completed")
@@ -513,6 +515,13 @@ class Endpoint:
             self.probe_inflight = False
             self.backend.dirty = True
 
+    def drop_idle(self) -> None:
+        for conn in self.idle:
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()
+
     def forget(self, conn: UpstreamConn) -> None:
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
@@ -581,11 +590,7 @@ class Endpoint:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        for conn in self.idle:
-            conn.closed = True
-            if conn.transport is not None:
-                conn.transport.close()
-        self.idle.clear()
+        self.drop_idle()
 
     def to_json(self) -> dict[str, Any]:
         return {"addr": self.addr, "state": _STATE_NAMES[self.state], "consecutive_failures": self.failures,
@@ -1011,8 +1016,8 @@ class ClientConn(asyncio.BufferedProtocol):
         self.eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have the same interface.
+        self.transport = cast(asyncio.Transport, transport)
         self.router.clients.add(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -1284,21 +1289,8 @@ def main(argv: list[str] | None = None) -> int:
     coro = serve(config, port=args.port, control_port=args.control_port, port_file=args.port_file,
                  parent_pid=args.parent_pid)
     with contextlib.suppress(KeyboardInterrupt):
-        if os.environ.get("ABTRAFFIC_PROXY_LOOP", "auto") == "asyncio":
-            asyncio.run(coro)
-        else:
-            _run_fast(coro)
-    return 0
-
-
-def _run_fast(coro: Any) -> None:
-    """uvloop when it is installed (an event loop in C: less CPU per request), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:
         asyncio.run(coro)
-        return
-    uvloop.run(coro)
+    return 0
 
 
 __all__ = [

@@ -31,8 +31,8 @@ def test_header_follows_spec_file_and_ini(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nabtraffic_tolerance = 0.03\n")
     pytester.makepyfile("def test_nothing():\n    pass\n")
     result = pytester.runpytest("--abtraffic-spec", "spec.yaml")
-    result.stdout.fnmatch_lines(["abtraffic: backend=local, experiment fraud a=900m b=100m (smi-v1alpha1), "
-                                 "tolerance=0.03*"])
+    result.stdout.fnmatch_lines(["abtraffic: backend=local, experiment fraud a=900m b=100m (smi-v1alpha1) "
+                                 "[[]spec.yaml[]], tolerance=0.03*"])
 
 
 @pytest.mark.parametrize(
