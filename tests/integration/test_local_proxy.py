@@ -30,10 +30,11 @@ from pytest_abtraffic._local._proxy import (
 from pytest_abtraffic._local._supervisor import owner_token
 
 MakeProxy = Callable[..., ProxyProcess]
+MakeServer = Callable[..., TinyServer]
 
 
 @pytest.fixture
-def servers() -> Iterator[Callable[..., TinyServer]]:
+def servers() -> Iterator[MakeServer]:
     started: list[TinyServer] = []
 
     def make(name: str, **kw: object) -> TinyServer:
@@ -73,7 +74,7 @@ def test_retry_conditions_parse_like_linkerd_annotations() -> None:
         parse_retry_conditions("4xx")
 
 
-def test_balances_over_ready_endpoints_and_drops_refusing_ones(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_balances_over_ready_endpoints_and_drops_refusing_ones(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """Inside a backend the proxy balances over the Service's ready endpoints and stops using an
     endpoint that refuses connections (linkerd2-proxy balancer; P2C here, see docs)."""
     a, b = servers("v1"), servers("v1")
@@ -94,7 +95,7 @@ def test_balances_over_ready_endpoints_and_drops_refusing_ones(make_proxy: MakeP
     assert [e["addr"] for e in proxy.state()["backends"]["v1"]["endpoints"]] == [a.addr]
 
 
-def test_queued_request_is_served_when_an_endpoint_appears(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_queued_request_is_served_when_an_endpoint_appears(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """A backend without ready endpoints queues requests up to the fail-fast timeout; an endpoint
     that becomes ready in time serves them (linkerd2-proxy balance queue; 504 only after the timeout)."""
     srv = servers("v1")
@@ -114,7 +115,7 @@ def test_queued_request_is_served_when_an_endpoint_appears(make_proxy: MakeProxy
     assert proxy.counters()["backends"]["v1"]["proxy_errors"] == {}
 
 
-def test_fail_fast_timeout_defaults_to_3s_then_load_shed_503(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_fail_fast_timeout_defaults_to_3s_then_load_shed_503(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """The policy controller's queue fail-fast timeout defaults to 3 s: requests buffered for a
     backend with no endpoints fail with 504 after it; with no backend available the answer is 503
     (LoadShed). Proxy-made answers carry `l5d-proxy-error` and no version header
@@ -142,7 +143,7 @@ def test_fail_fast_timeout_defaults_to_3s_then_load_shed_503(make_proxy: MakePro
     assert counters["route"]["errors"] == {"load_shed": 3}
 
 
-def test_circuit_breaker_ejects_failing_endpoint_with_probation(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_circuit_breaker_ejects_failing_endpoint_with_probation(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """Consecutive-failures accrual: after max_failures failures in a row an endpoint is ejected
     for a backoff (min_penalty doubling to max_penalty), then admits one probe request
     (balancer.linkerd.io/failure-accrual; linkerd2-proxy consecutive_failures.rs). Same shape as
@@ -166,7 +167,7 @@ def test_circuit_breaker_ejects_failing_endpoint_with_probation(make_proxy: Make
     assert state[good.addr]["state"] == "open"
 
 
-def test_retry_skips_bodies_over_64k(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_retry_skips_bodies_over_64k(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """Retries (retry.linkerd.io/http=5xx, limit 1) are not attempted for request bodies over
     64 KiB (linkerd-facts.md, retries)."""
     srv = servers("v1", status=503)
@@ -182,7 +183,7 @@ def test_retry_skips_bodies_over_64k(make_proxy: MakeProxy, servers) -> None:  #
     assert proxy.counters()["route"]["retries"] == 1
 
 
-def test_fail_fast_is_retryable_and_the_retry_goes_elsewhere(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_fail_fast_is_retryable_and_the_retry_goes_elsewhere(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """FailFast errors are retryable and a retry re-picks the backend: with v2 empty, requests
     first routed to v2 wait for the fail-fast timeout, fail fast, and the retry lands on v1
     (linkerd-facts.md, retries; distributor re-pick)."""
@@ -196,7 +197,7 @@ def test_fail_fast_is_retryable_and_the_retry_goes_elsewhere(make_proxy: MakePro
     assert counters["route"]["retries"] == counters["backends"]["v2"]["proxy_errors"]["fail_fast"]
 
 
-def test_framing_chunked_pipelined_and_head(make_proxy: MakeProxy, servers) -> None:  # type: ignore[no-untyped-def]
+def test_framing_chunked_pipelined_and_head(make_proxy: MakeProxy, servers: MakeServer) -> None:
     """Transport details the split must survive: pipelined requests answered in order, chunked
     request and response bodies forwarded intact, HEAD answered without a body."""
     srv = servers("v1", chunked=True)
