@@ -246,9 +246,6 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
     print(format_summary(results))
     for result in results:
-        if result.split is not None and not result.split.ok:
-            print(result.split.table())
-            print(result.split.verdict)
         if result.fallback is not None and not result.fallback.ok:
             try:
                 result.fallback.raise_if_failed()
