@@ -3,7 +3,7 @@
 #   make test     - the test suite (unit, plugin, local-backend integration; e2e is skipped unless asked)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= test,pulumi
+EXTRAS ?= test,pulumi,train
 
 .PHONY: setup verify test check bench clean
 
