@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, no Docker needed):
 #   make verify   - the main job: deploy v1/v2 locally, verify the 50/50 split, kill v2, verify the fallback
-#   make test     - the test suite (unit, plugin, local-backend integration; e2e is skipped unless asked)
+#   make test     - ruff + mypy --strict, then the test suite (unit, plugin, local-backend integration;
+#                   e2e is skipped unless asked)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= test,pulumi,train
@@ -18,7 +19,7 @@ setup: $(VENV)/.installed-$(EXTRAS)
 verify: setup
 	$(VENV)/bin/abtraffic verify --fallback kill:v2 --report-dir reports
 
-test: setup
+test: check
 	$(PY) -m pytest
 
 check: setup
