@@ -8,11 +8,11 @@ entry point, the chaos primitives and the mesh-level counters. The compliance te
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._errors import SpecError
+from ._errors import BackendError, SpecError
 
 if TYPE_CHECKING:
     from ._load import LoadObserver, LoadPlan, LoadResult
@@ -142,4 +142,16 @@ class Backend(Protocol):
         ...
 
 
-__all__ = ["CLEAR_FAULTS", "Backend", "BackendCounters", "Deployment", "FaultSettings"]
+def teardown_all(deployments: Iterable[Deployment]) -> None:
+    """Tear down every deployment even when some fail, then report all failures in one BackendError."""
+    errors = []
+    for deployment in list(deployments):
+        try:
+            deployment.teardown()
+        except Exception as exc:  # keep going: one stuck namespace must not leak the others
+            errors.append(f"{deployment.namespace}: {exc}")
+    if errors:
+        raise BackendError(f"teardown incomplete: {'; '.join(errors)}")
+
+
+__all__ = ["CLEAR_FAULTS", "Backend", "BackendCounters", "Deployment", "FaultSettings", "teardown_all"]

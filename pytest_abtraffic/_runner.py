@@ -160,21 +160,8 @@ def verify_split(
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
-    return ExperimentResult(
-        name=name,
-        backend=deployment.backend_name,
-        namespace=deployment.namespace,
-        variants=spec.variant_names,
-        expected_shares=shares,
-        split_api=spec.split_api,
-        load=load,
-        split=split,
-        sequential=observer.state,
-        mesh_counters=_safe_counters(deployment),
-        started_at=started,
-        duration_s=time.monotonic() - t0,
-        notes=tuple(notes),
-    )
+    return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
+                   notes=tuple(notes))
 
 
 class _ScenarioProgress:
@@ -230,20 +217,26 @@ def run_scenario(
     finally:
         windows = runner.stop()  # restores the deployment, re-raises step errors
     report = evaluate_fallback(load, scenario, windows, spec, expectation)
+    return _result(deployment, name or f"fallback:{scenario.name}", spec.shares(), load, started, t0,
+                   fallback=report, fault_windows=tuple(windows))
+
+
+def _result(deployment: Deployment, name: str, shares: Mapping[str, float], load: LoadResult, started: str,
+            t0: float, **judgements: Any) -> ExperimentResult:
+    """An ExperimentResult with what every run records about where and when it ran."""
+    spec = deployment.spec
     return ExperimentResult(
-        name=name or f"fallback:{scenario.name}",
+        name=name,
         backend=deployment.backend_name,
         namespace=deployment.namespace,
         variants=spec.variant_names,
-        expected_shares=spec.shares(),
+        expected_shares=shares,
         split_api=spec.split_api,
         load=load,
-        split=None,
-        fallback=report,
-        fault_windows=tuple(windows),
         mesh_counters=_safe_counters(deployment),
         started_at=started,
         duration_s=time.monotonic() - t0,
+        **judgements,
     )
 
 

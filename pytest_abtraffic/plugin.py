@@ -297,15 +297,12 @@ class _DeploymentPool:
         return deployment
 
     def close(self) -> None:
-        errors = []
-        for deployment in self._deployments.values():
-            try:
-                deployment.teardown()
-            except Exception as exc:
-                errors.append(exc)
-        self._deployments.clear()
-        if errors:
-            raise errors[0]
+        from ._backend import teardown_all
+
+        try:
+            teardown_all(self._deployments.values())
+        finally:
+            self._deployments.clear()
 
 
 def _namespace(prefix: str, index: int) -> str:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .._backend import teardown_all
 from .._errors import BackendError, PrerequisiteError, UsageError
 from ._kube import Kube, KubeApi
 from ._plan import Step, StepExecutor, existing_check_steps, needs_smi, run_token
@@ -221,18 +222,13 @@ class ExistingClusterBackend:
         if self._closed:
             return
         self._closed = True
-        errors: list[BaseException] = []
-        for deployment in list(self._deployments):
-            try:
-                deployment.teardown()
-            except Exception as exc:
-                errors.append(exc)
         try:
-            self.api.close()
-        except Exception as exc:
-            logger.debug("closing the API client failed: %s", exc)
-        if errors:
-            raise errors[0]
+            teardown_all(self._deployments)
+        finally:
+            try:
+                self.api.close()
+            except Exception as exc:
+                logger.debug("closing the API client failed: %s", exc)
 
 
 def _namespace_name(model: str, run_id: str, count: int) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._backend import teardown_all
 from .._errors import AbTrafficError, BackendError
 from .._proc import Completed
 from .._proc import run as default_run
@@ -358,19 +359,14 @@ class KindBackend:
         if self._closed:
             return
         self._closed = True
-        errors: list[BaseException] = []
-        for deployment in list(self._deployments):
-            try:
-                deployment.teardown()
-            except Exception as exc:  # tear down the rest, then leave the cluster
-                errors.append(exc)
-        if self._started:
-            self._lease.release(self._last_out)
-        if self._api is not None:
-            with contextlib.suppress(Exception):
-                self._api.close()
-        if errors:
-            raise errors[0]
+        try:
+            teardown_all(self._deployments)
+        finally:  # leave the cluster (delete it when last out) even when a namespace is stuck
+            if self._started:
+                self._lease.release(self._last_out)
+            if self._api is not None:
+                with contextlib.suppress(Exception):
+                    self._api.close()
 
     def _last_out(self) -> None:
         if self.settings.keep:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._backend import CLEAR_FAULTS, BackendCounters, FaultSettings
+from .._backend import CLEAR_FAULTS, BackendCounters, FaultSettings, teardown_all
 from .._errors import BackendError
 from ._control import ProxyProcess
 from ._proxy import AccrualConfig, ProxyConfig, RetryConfig
@@ -281,16 +281,11 @@ class LocalBackend:
 
     def close(self) -> None:
         self._closed = True
-        errors: list[str] = []
-        for dep in self.deployments:
-            try:
-                dep.teardown()
-            except Exception as exc:
-                errors.append(str(exc))
-        with self._lock:
-            self._deployments.clear()
-        if errors:
-            raise BackendError("; ".join(errors))
+        try:
+            teardown_all(self.deployments)
+        finally:
+            with self._lock:
+                self._deployments.clear()
 
 
 __all__ = ["LocalBackend", "LocalDeployment", "counters_from_json", "proxy_config"]

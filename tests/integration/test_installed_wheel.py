@@ -9,6 +9,7 @@ first test against it.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -20,46 +21,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
-TINY_SERVER = '''
-"""A stand-in for a user's own model server: answers /predict with its version in a header."""
-import argparse
-import json
-import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-VERSION = os.environ["MODEL_VERSION"]
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are two writes: avoid the 40 ms delayed-ACK stall
-
-    def _send(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("x-model-version", VERSION)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self._send(200 if self.path in ("/readyz", "/healthz") else 404, {"version": VERSION})
-
-    def do_POST(self):
-        length = int(self.headers.get("content-length", 0))
-        self.rfile.read(length)
-        self._send(200, {"version": VERSION, "predictions": [1]})
-
-    def log_message(self, *args):
-        pass
-
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--port", type=int, required=True)
-args = parser.parse_args()
-ThreadingHTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
-'''
+# The user's own server: the example model server a model repository would have.
+TINY_SERVER = REPO / "examples" / "own_server" / "my_model_server.py"
 
 CONFTEST = '''
 import pytest
@@ -68,7 +31,7 @@ from pytest_abtraffic import ExperimentSpec, Variant
 
 @pytest.fixture(scope="session")
 def abtraffic_base_spec():
-    cmd = ("{python}", "tiny_server.py", "--port", "{port}")
+    cmd = ("{python}", "my_model_server.py", "--port", "{port}")
     return ExperimentSpec(
         model="my-model",
         variants=(
@@ -137,7 +100,7 @@ def test_wheel_renders_from_another_directory(installed_venv: Path, tmp_path: Pa
 def test_outside_project_passes_split_tests_written_from_the_readme(installed_venv: Path, tmp_path: Path) -> None:
     project = tmp_path / "model-repo"
     project.mkdir()
-    (project / "tiny_server.py").write_text(textwrap.dedent(TINY_SERVER))
+    shutil.copy(TINY_SERVER, project / "my_model_server.py")
     (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
     (project / "test_split.py").write_text(textwrap.dedent(TEST_FILE))
     proc = subprocess.run([str(installed_venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider"],

@@ -95,16 +95,6 @@ def parse(text: str) -> Page:
 
 
 @pytest.fixture(scope="module")
-def split_result() -> ExperimentResult:
-    return sample_split_result()
-
-
-@pytest.fixture(scope="module")
-def fallback_result() -> ExperimentResult:
-    return sample_fallback_result()
-
-
-@pytest.fixture(scope="module")
 def split_html(split_result: ExperimentResult) -> str:
     return render_html(split_result)
 

@@ -23,22 +23,11 @@ from pytest_abtraffic._report._json import (
     _MiniValidator,
     dumps_result,
 )
-from pytest_abtraffic._report._sample import sample_fallback_result, sample_split_result
 from pytest_abtraffic._result import ExperimentResult
 from pytest_abtraffic._spec import SPLIT_APIS
 
 ENGINES = ["builtin", "jsonschema"]
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "reports.md"
-
-
-@pytest.fixture(scope="module")
-def split_result() -> ExperimentResult:
-    return sample_split_result()
-
-
-@pytest.fixture(scope="module")
-def fallback_result() -> ExperimentResult:
-    return sample_fallback_result()
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,8 @@ from dataclasses import replace
 import pytest
 
 from pytest_abtraffic._report import format_progress, format_summary, junit_properties
-from pytest_abtraffic._report._sample import sample_fallback_result, sample_split_result
+from pytest_abtraffic._report._sample import sample_fallback_result
 from pytest_abtraffic._result import ExperimentResult
-
-
-@pytest.fixture(scope="module")
-def split_result() -> ExperimentResult:
-    return sample_split_result()
-
-
-@pytest.fixture(scope="module")
-def fallback_result() -> ExperimentResult:
-    return sample_fallback_result()
 
 
 def test_progress_line_format() -> None:
