@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--kubeconfig", help="kubeconfig file (existing backend)")
     verify.add_argument("--keep-cluster", action="store_true")
     verify.add_argument("--allow-chaos", action="store_true", help="existing backend: allow fault scenarios")
+    verify.add_argument("--seed", type=_positive_int("--seed"),
+                        help="local backend: seed the proxy's weighted random choice (reproducible runs)")
     verify.add_argument("--quiet", "-q", action="store_true", help="no live progress")
     return parser
 
@@ -225,7 +227,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     settings = VerifySettings(tolerance=args.tolerance, confidence=args.confidence, requests=args.requests,
                               early_stop=not args.no_early_stop, users=args.users)
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,
-                          keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos)
+                          keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos,
+                          seed=args.seed)
     progress = None if args.quiet else _stderr_progress()
     _install_sigterm()
     from ._report import format_summary, write_html, write_json

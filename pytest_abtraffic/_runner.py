@@ -31,6 +31,10 @@ class VerifySettings:
     tolerance: float = 0.02
     confidence: float = 0.999
     alpha: float = 0.001
+    # The request cap is planned so that a correct split that reaches it still passes with this
+    # probability: a CI gate must almost never fail a correct split. Early stopping keeps the typical
+    # run far below the cap (median ~14k requests at 50/50 vs a cap of ~32k).
+    power: float = 0.9999
     requests: int | None = None
     early_stop: bool = True
     users: int | None = None
@@ -43,6 +47,8 @@ class VerifySettings:
             raise SpecError("tolerance", f"must be between 0 and 1 (a share, 0.02 = 2 points), got {self.tolerance!r}")
         if not 0.5 <= self.confidence < 1:
             raise SpecError("confidence", f"must be in [0.5, 1), got {self.confidence!r}")
+        if not 0.5 <= self.power < 1:
+            raise SpecError("power", f"must be in [0.5, 1), got {self.power!r}")
         if not 0 < self.alpha < 0.5:
             raise SpecError("alpha", f"must be in (0, 0.5), got {self.alpha!r}")
         if self.requests is not None and (isinstance(self.requests, bool) or self.requests < 1):
@@ -59,7 +65,8 @@ def planned_budget(expected: Mapping[str, float], settings: VerifySettings) -> i
         return settings.requests
     from ._stats import default_request_budget
 
-    return default_request_budget(expected, tolerance=settings.tolerance, confidence=settings.confidence)
+    return default_request_budget(expected, tolerance=settings.tolerance, confidence=settings.confidence,
+                                  power=settings.power)
 
 
 def _successful_counts(records: Sequence[RequestRecord], unit: str, known: Sequence[str]) -> dict[str, int]:
@@ -85,14 +92,18 @@ class _SplitObserver:
         self._progress = progress
         self._last_print = 0.0
         self.state: SequentialState | None = None
+        # The counts the sequential test decided on; records that arrive while load stops are not judged.
+        self.decided_counts: dict[str, int] | None = None
 
     def on_start(self) -> None:
         self._last_print = time.monotonic()
 
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
         counts = _successful_counts(records, self._unit, self._variants)
-        if sum(counts.values()) > 0:
+        if sum(counts.values()) > 0 and self.decided_counts is None:
             self.state = self._test.update(counts)
+            if self.state.decided and self._settings.early_stop:
+                self.decided_counts = counts
         verdict = self.state.verdict if self.state is not None else "undecided"
         _report_progress(self._progress, snapshot, counts, verdict, self)
         return bool(self._settings.early_stop and self.state is not None and self.state.decided)
@@ -150,13 +161,17 @@ def verify_split(
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     load = deployment.run_load(load_plan, observer)
-    counts = _successful_counts(load.records, load_plan.unit, list(shares))
+    all_counts = _successful_counts(load.records, load_plan.unit, list(shares))
+    counts = observer.decided_counts if observer.decided_counts is not None else all_counts
     split = check_split(counts, shares, tolerance=settings.tolerance, confidence=settings.confidence,
                         alpha=settings.alpha, unit=load_plan.unit)
     notes = []
     if observer.state is not None and observer.state.decided:
         notes.append(f"sequential test stopped at n={observer.state.n:,} with verdict {observer.state.verdict!r} "
                      f"(planned fixed budget {budget:,})")
+    late = sum(all_counts.values()) - sum(counts.values())
+    if late:
+        notes.append(f"{late:,} responses arrived after the decision while load stopped; they are not judged")
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")

@@ -46,6 +46,7 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("confidence", "float", "confidence of the tolerance (equivalence) test", 0.999),
     ("report-dir", "path", "write a JSON and an HTML report per experiment here", None),
     ("allow-chaos", "bool", "existing backend: allow fault scenarios (they kill and scale pods)", False),
+    ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
 )
 
 
@@ -65,6 +66,7 @@ class AbTrafficConfig:
     confidence: float = 0.999
     report_dir: str | None = None
     allow_chaos: bool = False
+    seed: int | None = None
     worker_id: str = "main"
 
 
@@ -146,6 +148,7 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
         confidence=confidence if confidence is not None else 0.999,
         report_dir=str(_value(config, "report-dir")) if _value(config, "report-dir") else None,
         allow_chaos=bool(_value(config, "allow-chaos")),
+        seed=_number(config, "seed", int, 0, None),
         worker_id=worker,
     )
 
@@ -176,7 +179,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     weights = " ".join(f"{v.name}={v.weight}" for v in spec.variants)
     source = cfg.spec_path or "built-in default unless a conftest overrides abtraffic_base_spec"
     return (f"abtraffic: backend={cfg.backend}, experiment {spec.model} {weights} ({spec.split_api}) "
-            f"[{source}], tolerance={cfg.tolerance:g}, confidence={cfg.confidence:g}")
+            f"[{source}], tolerance={cfg.tolerance:g}, confidence={cfg.confidence:g}"
+            + (f", seed={cfg.seed}" if cfg.seed is not None else ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -249,7 +253,7 @@ def make_backend(cfg: AbTrafficConfig, spec: ExperimentSpec | None = None) -> Ba
     if cfg.backend == "local":
         from ._local import LocalBackend
 
-        return LocalBackend()
+        return LocalBackend(seed=cfg.seed)
     from ._cluster import ClusterSettings, make_cluster_backend
 
     settings = ClusterSettings(

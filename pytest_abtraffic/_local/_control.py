@@ -137,6 +137,10 @@ class ProxyProcess:
         """Raw weights: names that are not Services become 500 "Service not found" backends."""
         self.request("PUT", "/weights", {"weights": {str(k): float(v) for k, v in weights.items()}})
 
+    def reseed(self, seed: int) -> None:
+        """Restart the proxy's random stream (weighted choice, penalty jitter) from ``seed``."""
+        self.request("PUT", "/seed", {"seed": int(seed)})
+
     def set_endpoints(self, endpoints: Mapping[str, tuple[str, ...] | list[str]]) -> None:
         self.request("PUT", "/endpoints", {"endpoints": {k: list(v) for k, v in endpoints.items()}})
 

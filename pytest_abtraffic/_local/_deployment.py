@@ -76,6 +76,7 @@ class LocalDeployment:
         self.id = uuid.uuid4().hex[:10]
         self.marker = f"{owner_token()}:{self.id}"
         self.workdir: Path = make_workdir(self.id)
+        self._seed = seed
         self.proxy = ProxyProcess(self.workdir, proxy_config(spec, seed=seed), self.marker, port=proxy_port)
         self.supervisor = Supervisor(spec, self.workdir, self.marker, self.proxy.set_endpoints,
                                      probe_period_s=probe_period_s)
@@ -130,6 +131,9 @@ class LocalDeployment:
         self._check_live()
         from .._load import run_locust  # lazy: keeps Locust's import chain out of the backend
 
+        if self._seed is not None:
+            # Each load run replays the same random stream, whatever ran on this deployment before.
+            self.proxy.reseed(self._seed)
         return run_locust(self.target_url(), plan, observer)
 
     def kill(self, variant: str, count: int | None = None) -> int:

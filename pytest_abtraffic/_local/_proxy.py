@@ -1195,6 +1195,12 @@ class ControlApi:
             if path == "/weights" and method == "PUT":
                 r.set_weights(parse_weights(doc.get("weights")))
                 return 200, {"weights": r.weights}
+            if path == "/seed" and method == "PUT":
+                seed = doc.get("seed")
+                if isinstance(seed, bool) or not isinstance(seed, int):
+                    return 400, {"error": 'expected {"seed": <integer>}'}
+                r.rng.seed(seed)
+                return 200, {"seed": seed}
             if path == "/endpoints" and method == "PUT":
                 endpoints = doc.get("endpoints")
                 if not isinstance(endpoints, Mapping):
@@ -1211,7 +1217,7 @@ class ControlApi:
         except (ValueError, TypeError, AttributeError) as exc:
             return 400, {"error": str(exc)}
         return 404, {"error": f"no route {method} {path}; the control API has GET /healthz, GET /state, "
-                     "GET /counters, POST /counters/reset, GET /metrics, PUT /weights, PUT /endpoints, "
+                     "GET /counters, POST /counters/reset, GET /metrics, PUT /weights, PUT /seed, PUT /endpoints, "
                      "POST /shutdown"}
 
 

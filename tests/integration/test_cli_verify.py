@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def _verify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pytest_abtraffic", "verify", "--quiet", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=240, check=False)
+    # Seeded proxy: a reproducible stream, audited in docs/flakiness-budget.md.
+    argv = [sys.executable, "-m", "pytest_abtraffic", "verify", "--quiet", "--seed", "11", *args]
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=240, check=False)
 
 
 def test_mismatch_exits_1_and_prints_the_table(tmp_path: Path) -> None:

@@ -103,7 +103,8 @@ def test_outside_project_passes_split_tests_written_from_the_readme(installed_ve
     shutil.copy(TINY_SERVER, project / "my_model_server.py")
     (project / "conftest.py").write_text(textwrap.dedent(CONFTEST))
     (project / "test_split.py").write_text(textwrap.dedent(TEST_FILE))
-    proc = subprocess.run([str(installed_venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider"],
+    proc = subprocess.run([str(installed_venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider",
+                           "--abtraffic-seed", "11"],
                           cwd=project, env=_clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "2 passed" in proc.stdout

@@ -13,7 +13,7 @@ def test_help_lists_the_option_group(pytester: pytest.Pytester) -> None:
     for option in ("--abtraffic-backend", "--abtraffic-spec", "--abtraffic-kubeconfig", "--abtraffic-context",
                    "--abtraffic-reuse-cluster", "--abtraffic-keep-cluster", "--abtraffic-linkerd-version",
                    "--abtraffic-requests", "--abtraffic-tolerance", "--abtraffic-confidence",
-                   "--abtraffic-report-dir", "--abtraffic-allow-chaos"):
+                   "--abtraffic-report-dir", "--abtraffic-allow-chaos", "--abtraffic-seed"):
         result.stdout.fnmatch_lines([f"*{option}*"])
     result.stdout.fnmatch_lines(["*abtraffic_backend*"])  # ini key
 
@@ -49,6 +49,7 @@ def test_header_follows_spec_file_and_ini(pytester: pytest.Pytester) -> None:
         (["--abtraffic-context", "prod"], "*apply only to --abtraffic-backend=existing*"),
         (["--abtraffic-keep-cluster"], "*apply only to the kind backend*"),
         (["--abtraffic-linkerd-version", "latest"], "*is not like 'edge-25.4.4'*"),
+        (["--abtraffic-seed", "x"], "*--abtraffic-seed: expected a number*"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
