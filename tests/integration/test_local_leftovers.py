@@ -44,7 +44,10 @@ def test_split(deployment):
 
 BODIES = {
     "failure": "assert False, 'deliberate failure'",
-    "sigint": "os.kill(os.getpid(), signal.SIGINT); time.sleep(30)",
+    # Like Ctrl-C in a terminal: a runner that starts us with SIGINT ignored (a background CI job)
+    # would otherwise make the signal a no-op.
+    "sigint": "signal.signal(signal.SIGINT, signal.default_int_handler); os.kill(os.getpid(), signal.SIGINT); "
+              "time.sleep(30)",
     "sigterm": "os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)",
 }
 

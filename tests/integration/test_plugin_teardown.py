@@ -35,6 +35,10 @@ def record(abtraffic):
 
 
 def signal_soon(sig, delay=1.5):
+    if sig == signal.SIGINT:
+        # Like Ctrl-C in a terminal, even when the runner started us with SIGINT ignored
+        # (background jobs of a non-interactive shell, as in some CI set-ups).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(delay, os.kill, (os.getpid(), sig)).start()
 '''
 
