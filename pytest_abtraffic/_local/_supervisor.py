@@ -305,12 +305,34 @@ def reap_orphans() -> list[int]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(entry.name), signal.SIGKILL)
                 killed.append(int(entry.name))
+        # SIGKILL is asynchronous: a dying process has already lost its environ (so it no longer
+        # looks marked) while it may still hold its sockets. Return once they are released.
+        _wait_exited(killed, timeout_s=5.0)
     base = Path(tempfile.gettempdir())
     for path in base.glob(f"{TEMP_PREFIX}*"):
         token = path.name[len(TEMP_PREFIX):].split("_", 1)[0]
         if path.is_dir() and not _owner_alive(token):
             shutil.rmtree(path, ignore_errors=True)
     return killed
+
+
+def _has_exited(pid: int) -> bool:
+    """Gone, or a zombie: the kernel closes a process's files before it becomes a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state follows the parenthesised command name, which may itself contain ") ".
+    return status[status.rfind(")") + 2:][:1] in ("Z", "X")
+
+
+def _wait_exited(pids: list[int], *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = list(pids)
+    while pending and time.monotonic() < deadline:
+        pending = [pid for pid in pending if not _has_exited(pid)]
+        if pending:
+            time.sleep(0.02)
 
 
 def make_workdir(deployment_id: str) -> Path:

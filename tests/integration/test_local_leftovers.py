@@ -99,3 +99,66 @@ def test_sigkilled_owner_is_cleaned_up_by_the_next_backend(pytester: pytest.Pyte
     assert proxy_pid not in processes_with_marker(marker)
     LocalBackend().close()  # reaps orphans whose owner is gone
     _assert_nothing_left(data, wait_s=5.0)
+
+
+ORPHAN = """
+import socket, sys, time
+socks = []
+for _ in range(2):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0)); s.listen(16); socks.append(s)
+# A large heap makes the kernel's teardown of the address space slow, which widens the window in
+# which a SIGKILLed process no longer shows its environ but still holds its sockets.
+ballast = bytearray(400 * 1024 * 1024)
+for i in range(0, len(ballast), 4096):
+    ballast[i] = 1
+print(" ".join(str(s.getsockname()[1]) for s in socks), flush=True)
+time.sleep(60)
+"""
+
+
+def test_reap_orphans_returns_once_the_orphans_sockets_are_released(tmp_path: Path) -> None:
+    """The CI failure this guards against: ports still bound right after ``LocalBackend().close()``
+    because SIGKILL had been sent but the process had not finished exiting."""
+    import os
+    import subprocess
+    import sys
+
+    from pytest_abtraffic._local._supervisor import MARKER_ENV, reap_orphans
+
+    # An owner token naming a pid that cannot exist marks the process as an orphan.
+    env = {**os.environ, MARKER_ENV: "999999999-1:reaptest"}
+    orphan = subprocess.Popen([sys.executable, "-c", ORPHAN], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert orphan.stdout is not None
+        ports = [int(p) for p in orphan.stdout.readline().split()]
+        assert len(ports) == 2 and not any(port_is_free(p) for p in ports)
+        killed = reap_orphans()
+        assert orphan.pid in killed
+        # Our child stays a zombie until we wait for it; its sockets must be released already.
+        assert all(port_is_free(p) for p in ports), [p for p in ports if not port_is_free(p)]
+    finally:
+        orphan.kill()
+        orphan.wait(timeout=10)
+        if orphan.stdout is not None:
+            orphan.stdout.close()
+
+
+def test_a_zombie_counts_as_exited() -> None:
+    import subprocess
+    import sys
+
+    from pytest_abtraffic._local._supervisor import _has_exited
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not _has_exited(child.pid)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while not _has_exited(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _has_exited(child.pid)
+        assert Path(f"/proc/{child.pid}").exists()  # not yet waited for: a zombie, not gone
+    finally:
+        child.kill()
+        child.wait(timeout=10)
