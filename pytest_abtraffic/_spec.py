@@ -413,6 +413,15 @@ def validate(spec: ExperimentSpec) -> None:
     if fp.request_timeout_s is not None:
         _check_float(fp.request_timeout_s, "failure_policy.timeouts.request", low=0.0, low_open=True)
     _check_float(fp.fail_fast_timeout_s, "failure_policy.fail_fast_timeout", low=0.0, low_open=True)
+    if spec.split_api.startswith("smi-") and fp.annotations():
+        # linkerd-smi turns the TrafficSplit into a ServiceProfile, and a ServiceProfile disables
+        # circuit breaking and annotation retries/timeouts on that Service (linkerd-facts.md): the
+        # cluster would ignore the policy while the local backend applied it.
+        set_fields = [name for name, value in (("failure_accrual", fp.failure_accrual), ("retries", fp.retries),
+                                               ("timeouts.request", fp.request_timeout_s)) if value is not None]
+        raise SpecError("failure_policy", f"{', '.join(set_fields)} cannot be used with split.api {spec.split_api}: "
+                        "linkerd-smi creates a ServiceProfile for the apex Service, which disables circuit breaking "
+                        "and annotation retries/timeouts; use split.api httproute for a failure policy")
     ld = spec.load
     _check_int(ld.users, "load.users", low=1, high=10_000)
     _check_float(ld.spawn_rate, "load.spawn_rate", low=0.0, low_open=True)

@@ -97,10 +97,15 @@ def _locust_pids() -> set[int]:
 def _check_nothing_left(info_dir: Path, locust_before: set[int], expected_deployments: int) -> None:
     infos = [json.loads(p.read_text()) for p in sorted(info_dir.glob("*.json"))]
     assert len(infos) == expected_deployments, infos
+    # Processes the run's end signalled (the proxy exits when its parent dies) may still be on their
+    # way out: a dying process drops its environ (so it no longer looks marked) before its sockets.
+    def anything_left() -> bool:
+        return bool(_locust_pids() - locust_before) or any(
+            processes_with_marker(i["marker"]) or not all(port_is_free(int(p)) for p in i["ports"]) for i in infos
+        )
+
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and (
-        _locust_pids() - locust_before or any(processes_with_marker(i["marker"]) for i in infos)
-    ):
+    while time.monotonic() < deadline and anything_left():
         time.sleep(0.1)
     assert not (_locust_pids() - locust_before), "a Locust process outlived the run"
     for info in infos:

@@ -60,7 +60,7 @@ def test_v1alpha1_accepts_quantities_and_keeps_inexact_integer_weights() -> None
 def test_load_spec_from_yaml(tmp_path: Path) -> None:
     path = tmp_path / "spec.yaml"
     path.write_text(
-        "model: fraud-model\nsplit: {api: smi-v1alpha2}\n"
+        "model: fraud-model\nsplit: {api: httproute, route_group: policy.linkerd.io}\n"
         "variants:\n"
         "  - {name: stable, weight: 90, image: reg/fraud:1, command: [python, -m, srv, --port, '{port}']}\n"
         "  - {name: canary, weight: 10, image: reg/fraud:2, command: [python, -m, srv, --port, '{port}']}\n"
@@ -113,6 +113,10 @@ BAD_MAPPINGS: list[tuple[str, dict[str, object], str, str]] = [
      "duration"),
     ("bad accrual", {"failure_policy": {"failure_accrual": {"max_failures": 0}}},
      "failure_policy.failure_accrual.max_failures", ">= 1"),
+    ("SMI with retries", {"split": {"api": "smi-v1alpha2"}, "failure_policy": {"retries": {"on": "5xx"}}},
+     "failure_policy", "ServiceProfile"),
+    ("SMI with failure accrual", {"split": {"api": "smi-v1alpha1"}, "failure_policy": {"failure_accrual": {}}},
+     "failure_policy", "failure_accrual cannot be used with split.api smi-v1alpha1"),
     ("bad header", {"version_header": "x model"}, "version_header", "header name"),
     ("bad load users", {"load": {"users": 0}}, "load.users", "1..10000"),
     ("bad load unit", {"load": {"unit": "bytes"}}, "load.unit", "requests"),
@@ -169,3 +173,13 @@ def test_spec_is_frozen() -> None:
     with pytest.raises(AttributeError):
         spec.model = "x"  # type: ignore[misc]
     assert isinstance(spec, ExperimentSpec)
+
+
+def test_smi_keeps_the_fail_fast_timeout_and_rejects_a_policy_set_later() -> None:
+    """fail_fast_timeout is the policy controller's queue timeout, not a Service annotation, so it
+    stays valid with SMI; switching a spec with a policy to SMI is refused like loading one."""
+    smi = spec_from_mapping({"split": {"api": "smi-v1alpha2"}, "failure_policy": {"fail_fast_timeout": "1s"}})
+    assert smi.failure_policy.fail_fast_timeout_s == 1.0
+    with_retries = spec_from_mapping({"failure_policy": {"retries": {"on": "5xx", "limit": 2}}})
+    with pytest.raises(SpecError, match=r"^failure_policy: retries cannot be used with split.api smi-v1alpha2"):
+        with_retries.replace(split_api="smi-v1alpha2")
