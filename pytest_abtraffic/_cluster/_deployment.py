@@ -86,6 +86,14 @@ def _parse_kubelet_line(line: str) -> tuple[float | None, str]:
         return None, line
 
 
+class LiveDeployments(list["ClusterDeployment"]):
+    """A backend's deployments; pass ``forget`` as ``on_teardown`` so torn-down ones drop out."""
+
+    def forget(self, deployment: ClusterDeployment) -> None:
+        if deployment in self:
+            self.remove(deployment)
+
+
 class ClusterDeployment:
     """``Deployment`` on a cluster namespace. Created by ``KindBackend``/``ExistingClusterBackend``."""
 
@@ -553,4 +561,4 @@ def _replay(observer: LoadObserver, records: Sequence[RequestRecord], duration_s
     return None
 
 
-__all__ = ["ClusterDeployment"]
+__all__ = ["ClusterDeployment", "LiveDeployments"]

@@ -122,7 +122,9 @@ class ExistingClusterBackend:
             self._work_dir.mkdir(parents=True, exist_ok=True)
             self.api = Kube.from_kubeconfig(self._kubeconfig, context, cache_dir=self._work_dir)
         self.run_id = f"{run_token()[:16]}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"[:63]
-        self._deployments: list[ClusterDeployment] = []
+        from ._deployment import LiveDeployments
+
+        self._deployments = LiveDeployments()
         self._count = 0
         self._closed = False
         self._checks: dict[str, Callable[[Step], None]] = {
@@ -202,15 +204,11 @@ class ExistingClusterBackend:
             backend_name="existing", spec=spec, namespace=ns, api=self.api, executor=executor, run_id=self.run_id,
             load_image=self.settings.load_image, report_root=Path(self.settings.report_dir or self._work_dir),
             ready_timeout_s=self.settings.ready_timeout_s, allow_chaos=self.settings.allow_chaos,
-            describe_extra={"context": self.settings.context}, on_teardown=self._forget,
+            describe_extra={"context": self.settings.context}, on_teardown=self._deployments.forget,
         )
         deployment.deploy()
         self._deployments.append(deployment)
         return deployment
-
-    def _forget(self, deployment: ClusterDeployment) -> None:
-        if deployment in self._deployments:
-            self._deployments.remove(deployment)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "existing", "context": self.settings.context,

@@ -157,7 +157,9 @@ class KindBackend:
         self._checked = False
         self._started = False
         self._closed = False
-        self._deployments: list[ClusterDeployment] = []
+        from ._deployment import LiveDeployments
+
+        self._deployments = LiveDeployments()
         self._count = 0
         self.run_id = f"{run_token()[:16]}-{worker_id()}"[:63].rstrip("-_.")
 
@@ -330,15 +332,11 @@ class KindBackend:
             ready_timeout_s=self.settings.ready_timeout_s, allow_chaos=True,
             describe_extra={"cluster": self.layout.name, "kubeconfig": str(self.layout.kubeconfig),
                             "linkerd_version": self.settings.linkerd_version},
-            on_teardown=self._forget,
+            on_teardown=self._deployments.forget,
         )
         deployment.deploy()
         self._deployments.append(deployment)
         return deployment
-
-    def _forget(self, deployment: ClusterDeployment) -> None:
-        if deployment in self._deployments:
-            self._deployments.remove(deployment)
 
     def describe(self) -> dict[str, Any]:
         return {

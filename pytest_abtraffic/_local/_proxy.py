@@ -916,13 +916,8 @@ class Router:
 
     def cancel(self, ex: Exchange) -> None:
         """The client went away: drop the request wherever it is."""
-        if ex.done:
+        if not self._close(ex):
             return
-        ex.done = True
-        self._end_attempt(ex)
-        if ex.deadline is not None:
-            ex.deadline.cancel()
-            ex.deadline = None
         ep = self._abort_attempt(ex)
         if ep is not None:
             ep.release_probe()
@@ -935,14 +930,20 @@ class Router:
         raw = simple_response(status, body, [("l5d-proxy-error", reason)])
         self._finish(ex, raw, status, False)
 
-    def _finish(self, ex: Exchange, raw: bytes, status: int, close_client: bool) -> None:
+    def _close(self, ex: Exchange) -> bool:
+        """Mark the exchange done (once): end its attempt and drop its deadline. False if it already was."""
         if ex.done:
-            return
+            return False
         ex.done = True
         self._end_attempt(ex)
         if ex.deadline is not None:
             ex.deadline.cancel()
             ex.deadline = None
+        return True
+
+    def _finish(self, ex: Exchange, raw: bytes, status: int, close_client: bool) -> None:
+        if not self._close(ex):
+            return
         self.route.status(status)
         ex.client.respond(ex, raw, close_client)
 
