@@ -14,7 +14,7 @@ import itertools
 import math
 import statistics
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -639,19 +639,148 @@ def _expected_shares(spec: ExperimentSpec, scenario: Scenario, windows: Sequence
     return shares
 
 
+# Fallback holds once this long has passed, and this many healthy responses came back, since the last
+# request that went to the broken variant (whichever comes later). The adaptive fault phase waits for
+# the same hold before it ends, so a phase that ends early is one the evaluation calls "held".
+FALLBACK_HOLD_S = 0.5
+FALLBACK_HOLD_REQUESTS = 200
+
+
+def went_to_broken(r: _Record, failed: Sequence[str], healthy: Sequence[str]) -> bool:
+    """Traffic that went to (or was lost on) a broken variant: its answers, and every failure that
+    carries no healthy variant's version (a proxy-made 502/503/504 has none)."""
+    return r.version in failed or (not r.ok and r.version not in healthy)
+
+
+def bucket_width(records: Sequence[_Record], dones: Sequence[float], fault_start: float, end_s: float,
+                 failed_share: float) -> float:
+    """Buckets hold ~EXPECTED_PER_BUCKET requests of the broken variant in normal operation."""
+    baseline = bisect.bisect_left(dones, fault_start)
+    overall = len(records) / end_s if end_s > 0 else 0.0
+    rps = baseline / fault_start if baseline >= 50 and fault_start > 0.5 else overall
+    if rps > 0 and failed_share > 0:
+        return min(MAX_BUCKET_S, max(MIN_BUCKET_S, EXPECTED_PER_BUCKET / (rps * failed_share)))
+    return 1.0
+
+
+def exact_fallback_instant(records: Sequence[_Record], dones: Sequence[float], fault_start: float,
+                           fault_end: float, failed: Sequence[str], healthy: Sequence[str]) -> float | None:
+    """Completion time of the last request that went to a broken variant during the fault, if the
+    fallback then held (FALLBACK_HOLD_S and FALLBACK_HOLD_REQUESTS healthy answers before the fault
+    ended); None when traffic kept reaching it until the end (no fallback, or probes).
+
+    ``records`` sorted by completion time, ``dones`` their completion times.
+    """
+    first = bisect.bisect_left(dones, fault_start)
+    last = bisect.bisect_left(dones, fault_end)
+    instant = fault_start
+    for i in range(last - 1, first - 1, -1):
+        if went_to_broken(records[i], failed, healthy):
+            instant = dones[i]
+            break
+    if fault_end - instant < FALLBACK_HOLD_S:
+        return None
+    after = bisect.bisect_right(dones, instant)
+    healthy_answers = sum(1 for r in records[after:last] if r.ok and r.version in healthy)
+    return instant if healthy_answers >= FALLBACK_HOLD_REQUESTS else None
+
+
+def _sustained_fallback(records: Sequence[_Record], dones: Sequence[float], fault_start: float, fault_end: float,
+                        bucket_s: float, threshold: float, is_bad: Callable[[_Record], bool]) -> float | None:
+    """Seconds from the fault's start until the broken variant's share stays below ``threshold`` in
+    every later bucket (sparse probes allowed); the instant is the last request that still went to it
+    before that run of buckets. None when it never does."""
+    buckets = _buckets(fault_start, fault_end, bucket_s)
+
+    def between(a: float, b: float) -> Sequence[_Record]:
+        return records[bisect.bisect_left(dones, a):bisect.bisect_left(dones, b)]
+
+    stats = []
+    for a, b in buckets:
+        rs = between(a, b)
+        bad = [_done(r) for r in rs if is_bad(r)]
+        stats.append((len(rs), len(bad), max(bad, default=None)))
+    below = [total > 0 and nbad / total < threshold for total, nbad, _ in stats]
+    k = len(below)
+    while k > 0 and below[k - 1]:
+        k -= 1
+    if k == len(below):
+        return None
+    last = max((s[2] for s in stats[:k] if s[2] is not None), default=fault_start)
+    if k > 0 and stats[k - 1][0] == 0:
+        # No responses at all just before: clients were stuck until the first one came back.
+        first_bucket = between(*buckets[k])
+        if first_bucket:
+            last = max(last, _done(first_bucket[0]))
+    return max(0.0, last - fault_start)
+
+
+def recovery_instant(records: Sequence[_Record], dones: Sequence[float], fault_end: float, end_s: float,
+                     bucket_s: float, failed: Sequence[str], shares: Mapping[str, float],
+                     recover_fraction: float) -> tuple[float, float] | None:
+    """(when, bucket end): every broken variant answers again and gets back to ``recover_fraction`` of
+    its share. ``when`` is the latest, over the broken variants, of each one's first successful answer
+    after the fault; the bucket end (where its share was back) starts the post-recovery window."""
+    if not failed:
+        return fault_end, fault_end
+    whens: list[float] = []
+    ends: list[float] = []
+    for v in failed:
+        threshold = recover_fraction * shares.get(v, 0.0)
+        found: float | None = None
+        for a, b in _buckets(fault_end, end_s, bucket_s):
+            rs = records[bisect.bisect_left(dones, a):bisect.bisect_left(dones, b)]
+            mine = sum(1 for r in rs if r.ok and r.version == v)
+            if rs and mine / len(rs) >= threshold and (mine or threshold == 0):
+                found = b
+                break
+        if found is None:
+            return None
+        start = bisect.bisect_left(dones, fault_end)
+        stop = bisect.bisect_left(dones, found)
+        first_ok = next((dones[i] for i in range(start, stop) if records[i].ok and records[i].version == v),
+                        fault_end)
+        whens.append(first_ok)
+        ends.append(found)
+    return max(whens), max(ends)
+
+
+@dataclass(frozen=True)
+class PostRecoveryDecision:
+    """The post-recovery window as the adaptive recovery phase closed it: the sequential test's
+    verdict on the successful answers completing in [start_s, end_s)."""
+
+    start_s: float
+    end_s: float
+    counts: Mapping[str, int]
+    verdict: str
+    decided: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "counts": dict(self.counts), "verdict": self.verdict,
+                "decided": self.decided, "reason": self.reason}
+
+
 def evaluate_fallback(
     load: LoadResult,
     scenario: Scenario,
     windows: Sequence[FaultWindow],
     spec: ExperimentSpec,
     expectation: FallbackExpectation | None = None,
+    *,
+    post_recovery: PostRecoveryDecision | None = None,
+    phase_notes: Sequence[str] = (),
 ) -> FallbackReport:
     """Judge what traffic did around the fault windows (as recorded by the ScenarioRunner).
 
     ``windows`` empty: the scenario's planned times are used (and a note says so).
+    ``post_recovery``: the window the adaptive recovery phase closed (its sequential verdict); the
+    post-recovery split is then judged on exactly those counts, as ``verify_split`` judges the counts
+    its sequential test decided on. ``phase_notes``: how each phase ended, for the report.
     """
     exp = expectation if expectation is not None else default_expectation(spec, scenario)
-    notes: list[str] = []
+    notes: list[str] = list(phase_notes)
     records: list[_Record] = sorted(load.records, key=_done)
     dones = [_done(r) for r in records]
     last_done = dones[-1] if dones else 0.0
@@ -686,16 +815,10 @@ def evaluate_fallback(
     fe_eff = min(fe, end_s)
 
     # Bucket width: ~EXPECTED_PER_BUCKET requests of the broken variant per bucket in normal operation.
-    baseline = records[:bisect.bisect_left(dones, fs)]
-    rps = len(baseline) / fs if len(baseline) >= 50 and fs > 0.5 else (len(records) / end_s if end_s > 0 else 0.0)
-    if rps > 0 and w_failed > 0:
-        bucket_s = min(MAX_BUCKET_S, max(MIN_BUCKET_S, EXPECTED_PER_BUCKET / (rps * w_failed)))
-    else:
-        bucket_s = 1.0
+    bucket_s = bucket_width(records, dones, fs, end_s, w_failed)
 
     def is_bad(r: _Record) -> bool:
-        # Traffic that went to (or was lost on) the broken variant: its responses and every failure.
-        return r.version in failed or (not r.ok and r.version not in healthy)
+        return went_to_broken(r, failed, healthy)
 
     def between(a: float, b: float, *, after: bool = False) -> list[_Record]:
         """Records completing in [a, b) (or (a, b) with ``after``)."""
@@ -709,34 +832,21 @@ def evaluate_fallback(
     error_rate = _rate(len(fault_errors), n_fault)
     failed_share = _rate(sum(1 for r in in_fault if is_bad(r)), n_fault)
 
-    # -- time to fallback: the broken variant's share stays below the threshold from then on ----
+    # -- time to fallback ------------------------------------------------------------------------
+    # Exact when the fallback held: the completion of the last request that still went to the broken
+    # variant (its error, or its last answer before the fault took hold). Otherwise (probes keep
+    # reaching it, e.g. failure accrual) the first instant after which its share stays under the
+    # threshold, from buckets.
     fallback_threshold = exp.fallback_fraction * w_failed
     ttf: float | None = None
-    fault_buckets = _buckets(fs, fe_eff, bucket_s)
-    if fault_buckets and failed:
-        stats = []
-        for a, b in fault_buckets:
-            rs = between(a, b)
-            bad = [r for r in rs if is_bad(r)]
-            stats.append((len(rs), len(bad), max((_done(r) for r in bad), default=None)))
-        below = [total > 0 and nbad / total < fallback_threshold for total, nbad, _ in stats]
-        k = len(below)
-        while k > 0 and below[k - 1]:
-            k -= 1
-        if k < len(below):
-            # The last request that still went to the broken variant: in the buckets before the
-            # sustained run, or in the burst opening its first bucket (requests released together
-            # from a fail-fast queue land just inside it).
-            last = max((s[2] for s in stats[:k] if s[2] is not None), default=fs)
-            first_bucket = between(*fault_buckets[k])
-            for r in first_bucket:
-                if not is_bad(r):
-                    break
-                last = max(last, _done(r))
-            if k > 0 and stats[k - 1][0] == 0 and first_bucket:
-                # No responses at all just before: clients were stuck until the first one came back.
-                last = max(last, _done(first_bucket[0]))
-            ttf = max(0.0, last - fs)
+    ttf_method = ""
+    if failed and fault_windows:
+        instant = exact_fallback_instant(records, dones, fs, fe_eff, failed, healthy)
+        if instant is not None:
+            ttf, ttf_method = instant - fs, "exact"
+        else:
+            ttf = _sustained_fallback(records, dones, fs, fe_eff, bucket_s, fallback_threshold, is_bad)
+            ttf_method = "threshold" if ttf is not None else ""
     after_fallback_start = fs + (ttf if ttf is not None else 0.0)
     # Strictly after the last request that still went to the broken variant.
     after_fallback = between(after_fallback_start, fe_eff, after=ttf is not None and ttf > 0)
@@ -746,26 +856,10 @@ def evaluate_fallback(
     ttr: float | None = None
     recovery_bucket_end: float | None = None
     if not fault_open and fault_windows:
-        per_variant: list[tuple[float, float]] = []
-        for v in failed:
-            threshold = exp.recover_fraction * shares.get(v, 0.0)
-            found: tuple[float, float] | None = None
-            for a, b in _buckets(fe, end_s, bucket_s):
-                rs = between(a, b)
-                mine = [r for r in rs if r.ok and r.version == v]
-                if rs and len(mine) / len(rs) >= threshold and (mine or threshold == 0):
-                    first = min((_done(r) for r in mine), default=a)
-                    found = (first - fe, b)
-                    break
-            if found is None:
-                per_variant = []
-                break
-            per_variant.append(found)
-        if per_variant:
-            ttr = max(0.0, max(x for x, _ in per_variant))
-            recovery_bucket_end = max(b for _, b in per_variant)
-        elif not failed:
-            ttr, recovery_bucket_end = 0.0, fe
+        found = recovery_instant(records, dones, fe, end_s, bucket_s, failed, shares, exp.recover_fraction)
+        if found is not None:
+            back_at, recovery_bucket_end = found
+            ttr = max(0.0, back_at - fe)
 
     # -- checks ---------------------------------------------------------------------------------
     reasons = exp.reasons
@@ -773,8 +867,12 @@ def evaluate_fallback(
 
     if exp.expect_fallback and exp.max_time_to_fallback_s is not None:
         ok = ttf is not None and ttf <= exp.max_time_to_fallback_s
-        detail = (f"{failed_names} below {_pct(fallback_threshold)} of requests "
-                  f"({exp.fallback_fraction:g} x its share) for the rest of the fault")
+        if ttf_method == "exact":
+            detail = (f"the last request that went to {failed_names} (an answer of it, or a failure without a "
+                      f"healthy version) completed {ttf:.2f} s after the fault started; none after it")
+        else:
+            detail = (f"{failed_names} below {_pct(fallback_threshold)} of requests "
+                      f"({exp.fallback_fraction:g} x its share) for the rest of the fault")
         if ttf is None:
             detail = f"{failed_names} never stayed below {_pct(fallback_threshold)} of requests during the fault"
         checks.append(Check("time_to_fallback", ok, ttf, f"<= {exp.max_time_to_fallback_s:.2f} s",
@@ -789,14 +887,17 @@ def evaluate_fallback(
                                  reasons.get("allowed_error_statuses"))))
 
     if exp.max_error_rate_after_fallback is not None:
-        start = fs + exp.error_grace_s
-        rs = between(start, fe_eff)
+        # After an exact fallback: from the same instant as the healthy share; otherwise after the grace.
+        exact = exp.expect_fallback and ttf_method == "exact" and ttf is not None
+        grace = ttf if exact and ttf is not None else exp.error_grace_s
+        rs = between(fs + grace, fe_eff, after=exact)
         errs = sum(1 for r in rs if not r.ok)
         rate = _rate(errs, len(rs))
         checks.append(Check("errors_after_fallback", rate <= exp.max_error_rate_after_fallback, rate,
                             f"<= {_pct(exp.max_error_rate_after_fallback)}",
-                            _why(f"{errs} of {len(rs)} requests completing {exp.error_grace_s:g}-"
-                                 f"{fe_eff - fs:.1f} s after the fault started failed",
+                            _why(f"{errs} of {len(rs)} requests completing {grace:.2f}-"
+                                 f"{fe_eff - fs:.1f} s after the fault started failed"
+                                 + (" (after the fallback)" if exact else ""),
                                  reasons.get("error_grace_s")), unit="share"))
 
     if exp.min_healthy_share_after_fallback is not None and healthy:
@@ -872,8 +973,17 @@ def evaluate_fallback(
                                 f"±{exp.post_recovery_tolerance * 100:g} pp after recovery",
                                 "no recovery, so no post-recovery window"))
         else:
-            rs = between(recovery_bucket_end, end_s + 1.0)
-            counts = Counter(r.version or "unknown" for r in rs if r.ok)
+            window_start, window_end = recovery_bucket_end, end_s
+            if post_recovery is not None:
+                # The counts the recovery phase's sequential test stopped on (late arrivals not judged).
+                window_start, window_end = post_recovery.start_s, post_recovery.end_s
+                counts = Counter({k: v for k, v in post_recovery.counts.items() if v})
+                notes.append(f"post-recovery window {window_start:.2f}-{window_end:.2f} s closed by the sequential "
+                             f"test: {post_recovery.verdict}"
+                             + (f" ({post_recovery.reason})" if post_recovery.reason else ""))
+            else:
+                rs = between(recovery_bucket_end, end_s + 1.0)
+                counts = Counter(r.version or "unknown" for r in rs if r.ok)
             n = sum(counts.values())
             # Fewest requests with which even an exact split has its interval inside the tolerance.
             z = statistics.NormalDist().inv_cdf((1 + exp.post_recovery_confidence) / 2)
@@ -881,8 +991,8 @@ def evaluate_fallback(
             n_needed = max(exp.post_recovery_min_requests, math.ceil((z * spread / exp.post_recovery_tolerance) ** 2))
             if n < n_needed:
                 checks.append(Check("post_recovery_split", False, n, f">= {n_needed} requests after recovery",
-                                    f"only {n} successful requests from {recovery_bucket_end:.1f} s to the end "
-                                    f"({end_s:.1f} s); a ±{exp.post_recovery_tolerance * 100:g} pp claim at "
+                                    f"only {n} successful requests from {window_start:.1f} s to "
+                                    f"{window_end:.1f} s; a ±{exp.post_recovery_tolerance * 100:g} pp claim at "
                                     f"{exp.post_recovery_confidence:.1%} confidence needs at least {n_needed} "
                                     "(more for a margin): lengthen the recovery period or widen "
                                     "post_recovery_tolerance"))
@@ -893,12 +1003,12 @@ def evaluate_fallback(
                 split = check_split(counts_full, expected_shares, tolerance=exp.post_recovery_tolerance,
                                     confidence=exp.post_recovery_confidence, alpha=exp.post_recovery_alpha,
                                     unit="requests",
-                                    notes=(f"post-recovery window {recovery_bucket_end:.1f}-{end_s:.1f} s",))
+                                    notes=(f"post-recovery window {window_start:.1f}-{window_end:.1f} s",))
                 shares_text = ", ".join(f"{v} {c / n:.1%}" for v, c in sorted(counts_full.items()))
                 checks.append(Check("post_recovery_split", split.ok, shares_text,
                                     ", ".join(f"{v} {s:.0%}" for v, s in expected_shares.items())
                                     + f" ±{exp.post_recovery_tolerance * 100:g} pp",
-                                    f"{n} requests from {recovery_bucket_end:.1f} s; {split.verdict}"))
+                                    f"{n} requests from {window_start:.1f} s; {split.verdict}"))
 
     # -- timeline --------------------------------------------------------------------------------
     markers: dict[int, list[str]] = {}

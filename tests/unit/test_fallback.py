@@ -417,3 +417,79 @@ def test_scenario_type_is_reexported() -> None:
     from pytest_abtraffic import _chaos
 
     assert _chaos.FallbackReport is FallbackReport and isinstance(parse_scenario("kill", default_spec()), Scenario)
+
+
+# -- the exact time to fallback ------------------------------------------------------------------
+
+
+def queued_504_after_a_good_answer() -> LoadResult:
+    """What the CI run of 2026-12 recorded (test_kill_v2_fails_fast_then_serves_all_from_v1_then_recovers):
+    every user stuck in v2's fail-fast queue (a quiet bucket), then the queue releases its 504s over a
+    few milliseconds, and a user whose 504 came back first already has a v1 answer before the last 504
+    completes. The last request that went to v2 is that last 504, 1.058 s after the kill."""
+    records: list[RequestRecord] = []
+    t = 0.0
+    i = 0
+    while t < FS:  # 2,000 rps at 50/50 before the fault
+        records.append(RequestRecord(t, "v1" if i % 2 else "v2", 200, 0.4, f"u{i % 10}"))
+        t += 0.0005
+        i += 1
+    records.append(RequestRecord(FS - 0.0003, "", 502, 0.5, "u0", "ConnectionError"))  # in flight on the killed v2
+    for user in range(1, 10):  # queued for v2 at the kill, released at the fail-fast timeout
+        latency_ms = (FF + 0.049 + 0.001 * (user - 1)) * 1000.0 if user != 9 else (FF + 0.058) * 1000.0
+        records.append(RequestRecord(FS + 0.0001 * user, "", 504, latency_ms - 0.1 * user, f"u{user}", "HTTPError"))
+    records.append(RequestRecord(FS + FF + 0.0492, "v1", 200, 0.3, "u1"))  # first good answer after the stall
+    t = FS + FF + 0.0496
+    while t < FE:
+        records.append(RequestRecord(t, "v1", 200, 0.4, f"u{i % 10}"))
+        t += 0.0005
+        i += 1
+    while t < FE + 6.0:
+        records.append(RequestRecord(t, "v1" if i % 2 else "v2", 200, 0.4, f"u{i % 10}"))
+        t += 0.0005
+        i += 1
+    return LoadResult(records=tuple(records), duration_s=FE + 6.0, stopped_early=True, stop_reason="observer")
+
+
+def test_time_to_fallback_is_the_last_request_that_went_to_the_broken_variant() -> None:
+    load = queued_504_after_a_good_answer()
+    spec = spec_with()
+    report = evaluate_fallback(load, parse_scenario("kill:v2", spec), KILL_WINDOW, spec)
+    last_504 = max(r.t + r.latency_ms / 1000.0 for r in load.records if r.status == 504)
+    assert report.time_to_fallback_s == pytest.approx(last_504 - FS, abs=1e-9)
+    assert report.time_to_fallback_s == pytest.approx(FF + 0.058, abs=1e-3)
+    # The bucket heuristic this replaced stopped at the first good answer of the first quiet bucket
+    # (FF + 0.049 s), so the last 504 counted as "after fallback" and the CI test failed on it.
+    after = [r for r in load.records if FS + report.time_to_fallback_s < r.t + r.latency_ms / 1000.0 < FE]
+    assert after and all(r.ok and r.version == "v1" for r in after)
+    assert report.healthy_share_during_fault == 1.0
+    assert report.ok, report.message()
+    ttf = next(c for c in report.checks if c.name == "time_to_fallback")
+    assert "last request that went to v2" in ttf.detail
+
+
+def test_a_stray_request_to_the_broken_variant_moves_the_fallback_instant() -> None:
+    """One v2 answer late in the fault: traffic had not fallen back until then, so the exact time to
+    fallback is that answer, and the deadline check fails instead of the stray being averaged away."""
+    load = queued_504_after_a_good_answer()
+    stray = RequestRecord(FS + 4.0, "v2", 200, 0.4, "u3")
+    records = tuple(sorted((*load.records, stray), key=lambda r: r.t))
+    spec = spec_with()
+    report = evaluate_fallback(dataclasses.replace(load, records=records), parse_scenario("kill:v2", spec),
+                               KILL_WINDOW, spec)
+    assert report.time_to_fallback_s == pytest.approx(4.0004, abs=1e-6)
+    assert failed_names(report) == {"time_to_fallback"}
+
+
+def test_traffic_to_the_broken_variant_until_the_fault_ends_is_no_fallback() -> None:
+    """With no hold after the last request to v2 there is no exact instant; the share rule decides."""
+    load = queued_504_after_a_good_answer()
+    strays = tuple(RequestRecord(FS + 1.2 + 0.25 * k, "v2", 200, 0.4, "u3") for k in range(int((FE - FS - 1.2) / 0.25)))
+    records = tuple(sorted((*load.records, *strays), key=lambda r: r.t))
+    spec = spec_with()
+    report = evaluate_fallback(dataclasses.replace(load, records=records), parse_scenario("kill:v2", spec),
+                               KILL_WINDOW, spec)
+    ttf = next(c for c in report.checks if c.name == "time_to_fallback")
+    # v2 gets ~0.5% of requests (under the 5% threshold): the share rule places the fallback after the
+    # stall, and says how it was decided.
+    assert report.time_to_fallback_s is not None and "below" in ttf.detail
