@@ -5,7 +5,8 @@ For each split the suite verifies, replay the local proxy's weighted choice from
 requests up to the planned cap, and report: whether it ever says "mismatch", where it first says
 "holds", and how many n from there to the cap would fail the fixed check (0 means the verdict is
 "holds" and the table passes wherever the peeks fall). Then scan post-recovery windows of a 50/50
-stream at the fallback tolerance.
+stream at the fallback tolerance: fixed windows, and the adaptive recovery phase's (the sequential
+test decides from each start; the fixed check judges the decided counts).
 
     python benchmarks/audit_seed.py [--seed 11] [--step 10]
 """
@@ -68,6 +69,39 @@ def scan_windows(seed: int, tolerance: float, min_n: int) -> str:
             f"{bad_large} of them with n >= {min_n:,}")
 
 
+def scan_sequential_windows(seed: int, tolerance: float, step: int, last_start: int = 60_000,
+                            power: float = 0.9999) -> str:
+    """The adaptive recovery phase: from each window start, feed the sequential test every ``step``
+    picks until it decides (or the cap), then judge the decided counts with the fixed check, as
+    ``evaluate_fallback`` does with the phase's decision."""
+    shares = {"v1": 0.5, "v2": 0.5}
+    cap = default_request_budget(shares, tolerance=tolerance, confidence=0.999, power=power)
+    rng = random.Random(seed)
+    picks = [rng.random() * 100 < 50 for _ in range(last_start + cap + 1)]
+    starts = failed = mismatches = capped = 0
+    stops: list[int] = []
+    for start in range(0, last_start, 250):
+        starts += 1
+        test = SequentialSplitTest(shares, alpha=0.001, tolerance=tolerance, confidence=0.999)
+        v1 = n = 0
+        while True:
+            for pick in picks[start + n:start + n + step]:
+                v1 += pick
+            n += step
+            state = test.update({"v1": v1, "v2": n - v1})
+            if state.decided or n >= cap:
+                break
+        stops.append(n)
+        capped += not state.decided
+        mismatches += state.verdict == "mismatch"
+        ok = check_split({"v1": v1, "v2": n - v1}, shares, tolerance=tolerance, confidence=0.999, alpha=0.001).ok
+        failed += not ok
+    stops.sort()
+    return (f"adaptive post-recovery windows at tolerance {tolerance} (looks every {step}): {starts} starts, "
+            f"{failed} fail the fixed check on the decided counts, {mismatches} mismatch, {capped} reach the cap "
+            f"{cap:,}; stop n median {stops[len(stops) // 2]:,}, max {stops[-1]:,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seed", type=int, default=11)
@@ -76,6 +110,9 @@ def main() -> None:
     for weights in SPLITS:
         print(audit_split(args.seed, weights, args.step))
     print(scan_windows(args.seed, 0.05, 5_000))
+    for tolerance in (0.05, 0.08):
+        for step in (50, 200):
+            print(scan_sequential_windows(args.seed, tolerance, step))
 
 
 if __name__ == "__main__":

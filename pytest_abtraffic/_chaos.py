@@ -17,7 +17,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast, get_args
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, cast, get_args
 
 from ._backend import FaultSettings
 from ._errors import SpecError
@@ -693,6 +693,10 @@ class ScenarioRunner:
         self._t0 = 0.0
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
+        # Wakes the timeline thread early: stop(), or fire_next_now() from an adaptive observer.
+        self._wake = threading.Event()
+        self._fire_now: tuple[int, bool] | None = None  # (step index, undo) to fire at once
+        self._shift_s = 0.0  # how much earlier than planned the timeline runs after early events
         self._finished = threading.Event()
         self._lock = threading.Lock()
         self._started_at: dict[int, float] = {}
@@ -725,6 +729,7 @@ class ScenarioRunner:
             return self.windows
         self._stopped = True
         self._stop_event.set()
+        self._wake.set()
         stuck = False
         if self._thread is not None:
             self._thread.join(JOIN_TIMEOUT_S)
@@ -792,6 +797,14 @@ class ScenarioRunner:
     def elapsed(self) -> float:
         return self._now()
 
+    def fire_now(self, index: int, *, undo: bool) -> None:
+        """Apply (``undo=False``) or undo step ``index`` now instead of at its planned time; the steps
+        after it move earlier by as much. An adaptive observer ends a phase with this once it is
+        decided. A request for an event that already happened is ignored."""
+        with self._lock:
+            self._fire_now = (index, undo)
+        self._wake.set()
+
     @property
     def windows(self) -> tuple[FaultWindow, ...]:
         """When each applied step was really active (seconds since t0), in order of start."""
@@ -822,10 +835,7 @@ class ScenarioRunner:
     def _run(self) -> None:
         try:
             for event in self._events():
-                delay = self._t0 + event.time_s - self._clock()
-                if delay > 0 and self._stop_event.wait(delay):
-                    return
-                if self._stop_event.is_set():
+                if not self._wait_for(event):
                     return
                 if event.undo:
                     self._undo_step(event.index)
@@ -835,6 +845,25 @@ class ScenarioRunner:
             self._error = exc
         finally:
             self._finished.set()
+
+    def _wait_for(self, event: _Event) -> bool:
+        """Sleep until ``event`` is due (or is fired early); False once the runner is stopped."""
+        while True:
+            if self._stop_event.is_set():
+                return False
+            planned = self._t0 + event.time_s + self._shift_s
+            with self._lock:
+                early = self._fire_now == (event.index, event.undo)
+                if early:
+                    self._fire_now = None
+            if early:
+                self._shift_s += min(0.0, self._clock() - planned)
+                return True
+            delay = planned - self._clock()
+            if delay <= 0:
+                return True
+            self._wake.wait(delay)
+            self._wake.clear()  # the flags are re-read above, so a wake-up set before this is not lost
 
     def _apply_step(self, index: int) -> None:
         step = self.scenario.steps[index]
@@ -898,16 +927,28 @@ class ScenarioRunner:
 # A LoadObserver that runs a scenario
 
 
+class PhaseController(Protocol):
+    """Decides when the phases of a fault run end (``_phases.AdaptivePhases``)."""
+
+    def on_progress(self, runner: ScenarioRunner, records: Sequence[Any]) -> bool: ...
+
+
 class ScenarioObserver:
     """LoadObserver: starts ``runner`` when load starts; asks to stop ``recovery_s`` after the
-    scenario's last step (or at once when a step failed)."""
+    scenario's last step (or at once when a step failed).
+
+    With ``phases`` the timeline is adaptive: the controller fires the steps early once a phase is
+    decided and says when the load can stop (the planned times stay the deadlines).
+    """
 
     stop_reason = "observer"
 
-    def __init__(self, runner: ScenarioRunner, deployment: Deployment, recovery_s: float) -> None:
+    def __init__(self, runner: ScenarioRunner, deployment: Deployment, recovery_s: float, *,
+                 phases: PhaseController | None = None) -> None:
         self.runner = runner
         self._deployment = deployment
         self._stop_after = runner.scenario.end_s() + recovery_s
+        self.phases = phases
 
     def on_start(self) -> None:
         self.runner.start(self._deployment)
@@ -915,6 +956,8 @@ class ScenarioObserver:
     def on_progress(self, snapshot: Any, records: Sequence[Any]) -> bool:
         if self.runner.error is not None:
             return True
+        if self.phases is not None:
+            return self.phases.on_progress(self.runner, records)
         return self.runner.done and self.runner.elapsed() >= self._stop_after
 
 

@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--users", type=_positive_int("--users"), help="concurrent Locust users")
     verify.add_argument("--tolerance", type=_fraction("--tolerance", 0, 1), default=0.02)
     verify.add_argument("--confidence", type=_fraction("--confidence", 0.5, 1), default=0.999)
-    verify.add_argument("--no-early-stop", action="store_true", help="always spend the whole request budget")
+    verify.add_argument("--no-early-stop", action="store_true",
+                        help="always spend the whole request budget, and run fault scenarios on their fixed "
+                        "timeline (by default each phase ends once decided)")
     verify.add_argument("--fallback", action="append", default=[], metavar="SCENARIO",
                         help="fault scenario to run after the split check: kill, kill-one, scale-zero, errors, "
                         "slow, unready (optionally NAME:VARIANT, e.g. kill:v2); repeatable")

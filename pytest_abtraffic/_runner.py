@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from ._stats import SequentialState
 
 ProgressCallback = Callable[[str], None]
+# How often an adaptive fault run looks at the records (a decided phase ends within about this).
+PHASE_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ def verify_split(
 
     settings = settings or VerifySettings()
     spec = deployment.spec
+    if not spec.load.early_stop:  # the spec's `load.early_stop: false` turns it off as --no-early-stop does
+        settings = replace(settings, early_stop=False)
     shares = normalize_weights(dict(expected)) if expected is not None else spec.shares()
     budget = planned_budget(shares, settings)
     load_plan = plan or LoadPlan.from_spec(spec)
@@ -211,9 +215,14 @@ def run_scenario(
     progress: ProgressCallback | None = None,
     plan: LoadPlan | None = None,
 ) -> ExperimentResult:
-    """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment."""
-    from ._chaos import ScenarioObserver, ScenarioRunner, evaluate_fallback
+    """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment.
+
+    With ``settings.early_stop`` (the default) a one-step fault scenario runs its phases adaptively
+    (``_phases``): each ends once decided, the planned times stay the deadlines.
+    """
+    from ._chaos import ScenarioObserver, ScenarioRunner, default_expectation, evaluate_fallback
     from ._load import LoadPlan
+    from ._phases import AdaptivePhases, fixed_timeline_reason
 
     settings = settings or VerifySettings()
     spec = deployment.spec
@@ -222,8 +231,24 @@ def run_scenario(
     load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0)
     if settings.users is not None:
         load_plan = replace(load_plan, users=settings.users)
+    exp = expectation if expectation is not None else default_expectation(spec, scenario)
+    phases: AdaptivePhases | None = None
+    phase_notes: list[str] = []
+    if not settings.early_stop:
+        fixed_reason: str | None = "early stop is off (--no-early-stop)"
+    elif not spec.load.early_stop:
+        fixed_reason = "early stop is off (load.early_stop: false)"
+    else:
+        fixed_reason = fixed_timeline_reason(scenario, exp)
+    if fixed_reason is None:
+        phases = AdaptivePhases(scenario, spec, exp, users=load_plan.users, recovery_s=settings.recovery_s,
+                                progress=progress)
+        # Decisions are taken between polls of the records: poll often so a decided phase ends promptly.
+        load_plan = replace(load_plan, progress_interval_s=min(load_plan.progress_interval_s, PHASE_POLL_S))
+    else:
+        phase_notes.append(f"fixed timeline: {fixed_reason}")
     runner = ScenarioRunner(scenario)
-    observer = _ScenarioProgress(ScenarioObserver(runner, deployment, settings.recovery_s), settings,
+    observer = _ScenarioProgress(ScenarioObserver(runner, deployment, settings.recovery_s, phases=phases), settings,
                                  spec.variant_names, load_plan.unit, progress)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
@@ -231,7 +256,11 @@ def run_scenario(
         load: LoadResult = deployment.run_load(load_plan, observer)
     finally:
         windows = runner.stop()  # restores the deployment, re-raises step errors
-    report = evaluate_fallback(load, scenario, windows, spec, expectation)
+    if phases is not None:
+        phase_notes.extend(phases.notes)
+    report = evaluate_fallback(load, scenario, windows, spec, exp,
+                               post_recovery=phases.decision if phases is not None else None,
+                               phase_notes=phase_notes)
     return _result(deployment, name or f"fallback:{scenario.name}", spec.shares(), load, started, t0,
                    fallback=report, fault_windows=tuple(windows))
 

@@ -188,7 +188,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "fail_fast_timeout"}
+                "fail_fast_timeout", "early_stop"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -469,6 +469,7 @@ def abtraffic(abtraffic_deployment: Deployment, abtraffic_config: AbTrafficConfi
             confidence=float(options.get("confidence", abtraffic_config.confidence)),
             requests=options.get("requests", abtraffic_config.requests),
             users=options.get("users"),
+            early_stop=bool(options.get("early_stop", True)),
         )
     except SpecError as exc:
         raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {exc}") from None
