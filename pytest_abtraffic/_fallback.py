@@ -22,8 +22,8 @@ from ._errors import FallbackAssertionError, SpecError
 from ._result import FaultWindow
 
 if TYPE_CHECKING:
-    from ._chaos import FaultStep, Scenario
     from ._load import LoadResult
+    from ._scenario import FaultStep, Scenario
     from ._spec import ExperimentSpec
     from ._stats import SplitResult
 
