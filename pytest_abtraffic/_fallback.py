@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import FallbackAssertionError, SpecError
-from ._result import FaultWindow
+from ._scenario import FaultWindow
 
 if TYPE_CHECKING:
     from ._load import LoadResult

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn, get_args
 
 from ._errors import SpecError
-from ._result import FaultWindow
 
 Action = Literal["kill", "kill-one", "scale", "error-rate", "latency", "unready", "weights"]
 ACTIONS: tuple[str, ...] = get_args(Action)
@@ -26,6 +25,15 @@ KNOB_ACTIONS: frozenset[str] = frozenset({"error-rate", "latency", "unready"})
 DEFAULT_ERROR_RATE = 0.2
 DEFAULT_ERROR_STATUS = 500
 DEFAULT_LATENCY_MS = 250.0
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """A span of the run during which a fault was active (seconds since load start)."""
+
+    label: str
+    start_s: float
+    end_s: float | None  # None: still active when load ended
 
 
 class _ReadOnlyDict(dict[str, Any]):
@@ -260,5 +268,6 @@ __all__ = [
     "KNOB_ACTIONS",
     "Action",
     "FaultStep",
+    "FaultWindow",
     "Scenario",
 ]
