@@ -1,7 +1,7 @@
 """Audit a proxy seed for the suite's judged runs (docs/flakiness-budget.md, "Status").
 
 For each split the suite verifies, replay the local proxy's weighted choice from ``Random(seed)``
-(the same arithmetic as ``_local/_proxy.Router.pick``), feed the sequential test every ``--step``
+(the same arithmetic as ``_local/_proxy/_router.Router.pick``), feed the sequential test every ``--step``
 requests up to the planned cap, and report: whether it ever says "mismatch", where it first says
 "holds", and how many n from there to the cap would fail the fixed check (0 means the verdict is
 "holds" and the table passes wherever the peeks fall). Then scan post-recovery windows of a 50/50

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._local import LocalBackend
     from ._runner import VerifySettings, run_scenario, verify_split
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "LocalBackend": "._local",

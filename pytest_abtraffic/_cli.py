@@ -58,7 +58,7 @@ def _positive_int(option: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="abtraffic", description=__doc__.splitlines()[0] if __doc__ else None)
-    from . import __version__
+    from ._version import __version__
 
     parser.add_argument("--version", action="version", version=f"pytest-abtraffic {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import FallbackAssertionError, SpecError
-from ._result import FaultWindow
+from ._scenario import FaultWindow
 
 if TYPE_CHECKING:
-    from ._chaos import FaultStep, Scenario
     from ._load import LoadResult
+    from ._scenario import FaultStep, Scenario
     from ._spec import ExperimentSpec
     from ._stats import SplitResult
 

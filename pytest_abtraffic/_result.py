@@ -6,20 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._scenario import FaultWindow
+
 if TYPE_CHECKING:
     from ._backend import BackendCounters
-    from ._chaos import FallbackReport
+    from ._fallback import FallbackReport
     from ._load import LoadResult
     from ._stats import SequentialState, SplitResult
-
-
-@dataclass(frozen=True)
-class FaultWindow:
-    """A span of the run during which a fault was active (seconds since load start)."""
-
-    label: str
-    start_s: float
-    end_s: float | None  # None: still active when load ended
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 
 from ._errors import SpecError
+from ._units import check_float as _check_float
+from ._units import parse_duration
 
 SplitApi = Literal["smi-v1alpha1", "smi-v1alpha2", "httproute"]
 SPLIT_APIS: tuple[str, ...] = ("smi-v1alpha1", "smi-v1alpha2", "httproute")
@@ -113,38 +115,6 @@ def _check_int(value: object, field_name: str, *, low: int, high: int | None = N
         bound = f">= {low}" if high is None else f"in {low}..{high}"
         raise SpecError(field_name, f"must be {bound}, got {value}")
     return value
-
-
-def _check_float(value: object, field_name: str, *, low: float, high: float | None = None,
-                 low_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SpecError(field_name, f"must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < low or (low_open and number == low) or (
-        high is not None and number > high
-    ):
-        lower = f"> {low:g}" if low_open else f">= {low:g}"
-        bound = lower if high is None else f"{lower} and <= {high:g}"
-        raise SpecError(field_name, f"must be {bound}, got {value!r}")
-    return number
-
-
-_DURATION = re.compile(r"^(?P<num>\d+(\.\d+)?)(?P<unit>ms|s|m)$")
-
-
-def parse_duration(value: object, field_name: str) -> float:
-    """Seconds from a number or a Linkerd-style duration string (``"250ms"``, ``"3s"``, ``"1m"``)."""
-    if isinstance(value, str):
-        match = _DURATION.match(value.strip())
-        if match is None:
-            raise SpecError(field_name, f"duration {value!r} is not like '250ms', '3s' or '1m'")
-        scale = {"ms": 0.001, "s": 1.0, "m": 60.0}[match["unit"]]
-        seconds = float(match["num"]) * scale
-    else:
-        seconds = _check_float(value, field_name, low=0.0)
-    if seconds <= 0:
-        raise SpecError(field_name, f"duration must be positive, got {value!r}")
-    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -527,7 +497,7 @@ def spec_from_mapping(data: object) -> ExperimentSpec:
         kwargs["scenarios"] = tuple(dict(s) for s in scenarios)
     spec = ExperimentSpec(**kwargs)
     if spec.scenarios:
-        from ._chaos import scenario_from_spec  # the chaos module owns the step grammar
+        from ._scenario_grammar import scenario_from_spec  # the scenario grammar owns the step syntax
 
         scenario_from_spec(spec)
     return spec

@@ -288,7 +288,7 @@ def smi_steps(layout: KindLayout, settings: ClusterSettings) -> list[Step]:
 
 
 def marker_object(layout: KindLayout, settings: ClusterSettings, *, smi_installed: bool) -> dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     return {
         "apiVersion": "v1",

@@ -535,7 +535,7 @@ def _share_caption(result: ExperimentResult, bucket_text: str) -> str:
 
 def render_html(result: ExperimentResult) -> str:
     """The whole report as one HTML document (UTF-8, no external resources)."""
-    from .. import __version__
+    from .._version import __version__
 
     load = result.load
     bucket_s = _bucket_size(load)
