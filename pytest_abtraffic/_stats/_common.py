@@ -98,31 +98,35 @@ class Shares(dict[str, float]):
 
 
 def normalize_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Turn configured weights (any positive scale: 80/20, 0.8/0.2, 4/1) into shares summing to 1.
+    """Turn configured weights (any scale: 80/20, 0.8/0.2, 4/1) into shares summing to 1.
 
-    Order is preserved: it is the order rows appear in reports.  Shares this function returned are
-    passed through unchanged (they are a :class:`Shares`).
+    A weight of 0 is legal and means "must get no traffic" (the first and last step of a rollout);
+    at least one weight must be positive.  Order is preserved: it is the order rows appear in
+    reports.  Shares this function returned are passed through unchanged (they are a
+    :class:`Shares`).
     """
     if isinstance(weights, Shares):
         return weights
     if not isinstance(weights, Mapping) or not weights:
-        raise ValueError("weights must be a non-empty mapping of version -> positive weight")
+        raise ValueError("weights must be a non-empty mapping of version -> non-negative weight")
     raw: dict[str, float] = {}
     for name, value in weights.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"weights: variant names must be non-empty strings, got {name!r}")
         if isinstance(value, bool | str):
-            raise ValueError(f"weights[{name!r}] must be a positive number, got {value!r}")
+            raise ValueError(f"weights[{name!r}] must be a non-negative number, got {value!r}")
         try:
             v = float(value)
         except (TypeError, ValueError):
-            raise ValueError(f"weights[{name!r}] must be a positive number, got {value!r}") from None
-        if not (v > 0.0 and math.isfinite(v)):
-            raise ValueError(f"weights[{name!r}] must be a positive finite number, got {value!r}")
+            raise ValueError(f"weights[{name!r}] must be a non-negative number, got {value!r}") from None
+        if not (v >= 0.0 and math.isfinite(v)):
+            raise ValueError(f"weights[{name!r}] must be a non-negative finite number, got {value!r}")
         raw[name] = v
     total = math.fsum(raw.values())
     if not math.isfinite(total):
         raise ValueError("weights: the sum of the weights overflows")
+    if total <= 0.0:
+        raise ValueError("weights: all weights are zero; at least one variant must get traffic")
     return Shares({name: v / total for name, v in raw.items()})
 
 
@@ -158,3 +162,8 @@ def _pp(tol: float) -> str:
 
 def _conf_label(conf: float) -> str:
     return f"{100 * conf:.10g}%"
+
+
+def zero_weight_names(shares: Mapping[str, float]) -> tuple[str, ...]:
+    """Variants configured at weight 0: any unit they serve is a failure, not a share to test."""
+    return tuple(name for name, w in shares.items() if w == 0.0)

@@ -87,20 +87,21 @@ def srm_test(
 ) -> SrmResult:
     """Sample ratio mismatch test of observed counts against configured weights.
 
-    Missing variants count 0.  A positive count for a version that is not in ``weights`` is a
-    ValueError here (it cannot be tested against a ratio); :func:`check_split` reports such
-    traffic as a failure instead.
+    Missing variants count 0.  Variants at weight 0 take no part in the test.  A positive count
+    for a version that is not in ``weights`` or has weight 0 is a ValueError here (it cannot be
+    tested against a ratio); :func:`check_split` reports such traffic as a failure instead.
     """
     _check_method(method)
     shares = normalize_weights(weights)
     clean = _clean_counts(counts)
-    extra = sorted(name for name, c in clean.items() if name not in shares and c > 0)
+    extra = sorted(name for name, c in clean.items() if shares.get(name, 0.0) == 0.0 and c > 0)
     if extra:
         raise ValueError(
-            f"counts: version(s) {', '.join(map(repr, extra))} are not in weights; "
+            f"counts: version(s) {', '.join(map(repr, extra))} are not in weights or have weight 0; "
             "check_split reports such traffic as a failure"
         )
-    return _srm([clean.get(name, 0) for name in shares], list(shares.values()), method)
+    tested = {name: w for name, w in shares.items() if w > 0.0}
+    return _srm([clean.get(name, 0) for name in tested], list(tested.values()), method)
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,13 @@ class VariantRow:
     expected: bool = True
 
     def status(self, tolerance: float) -> str:
-        """yes: interval inside the margin; no: entirely outside it; unclear: needs more data."""
+        """yes: interval inside the margin; no: entirely outside it; unclear: needs more data.
+
+        A variant at weight 0 is "yes" with no units and "no" with any: that is exact, not estimated.
+        """
         if self.within_tolerance:
             return "yes"
-        if not self.expected:
+        if not self.expected or self.weight == 0.0:
             return "no"
         if self.ci_high < self.weight - tolerance or self.ci_low > self.weight + tolerance:
             return "no"
@@ -148,6 +152,8 @@ class SplitResult:
     verdict: str
     unexpected: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # Variants configured at weight 0 that served units anyway (each one fails the check).
+    zero_weight_traffic: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -236,6 +242,7 @@ class SplitResult:
             ],
             "unexpected": list(self.unexpected),
             "notes": list(self.notes),
+            "zero_weight_traffic": list(self.zero_weight_traffic),
         }
 
     def raise_if_failed(self) -> None:
@@ -258,9 +265,10 @@ def check_split(
 
     Passing needs both: the SRM test does not reject at ``alpha`` (the ratio among configured
     variants is plausible) and every variant's Wilson interval at ``confidence`` lies inside its
-    weight +- ``tolerance`` (the equivalence claim).  Traffic to a version that is not configured
-    fails the check.  Shares and intervals are of all counted units; the SRM test and per-row
-    p-values compare the configured variants with each other.
+    weight +- ``tolerance`` (the equivalence claim).  Traffic to a version that is not configured,
+    or to one configured at weight 0 ("must get no traffic"), fails the check.  Shares and
+    intervals are of all counted units; the SRM test and per-row p-values compare the variants
+    with a positive weight with each other.
     """
     tol = _unit_interval("tolerance", tolerance)
     conf = _unit_interval("confidence", confidence)
@@ -270,16 +278,23 @@ def check_split(
     shares = normalize_weights(weights)
     clean = _clean_counts(counts)
     unexpected = tuple(name for name, c in clean.items() if name not in shares and c > 0)
-    known = [clean.get(name, 0) for name in shares]
-    probs = list(shares.values())
-    total = sum(known) + sum(clean[name] for name in unexpected)
+    # Weight 0 has probability zero under the configuration: such a cell takes no part in the SRM
+    # test (its expected count would be 0) and any unit it serves fails the check outright.
+    tested = {name: w for name, w in shares.items() if w > 0.0}
+    zero_traffic = tuple(name for name, w in shares.items() if w == 0.0 and clean.get(name, 0) > 0)
+    known = [clean.get(name, 0) for name in tested]
+    probs = list(tested.values())
+    total = sum(clean.get(name, 0) for name in shares) + sum(clean[name] for name in unexpected)
     srm = _srm(known, probs, method)
     z = _z(conf)
 
     rows: list[VariantRow] = []
-    for i, (name, w) in enumerate(shares.items()):
-        c = known[i]
+    for name, w in shares.items():
+        c = clean.get(name, 0)
         lo, hi = _wilson(c, total, z) if total else (0.0, 1.0)
+        if w == 0.0:
+            rows.append(VariantRow(name, 0.0, c, c / total if total else 0.0, lo, hi, total > 0 and c == 0, None))
+            continue
         if len(known) <= 2:
             p_row = srm.p_value
         else:
@@ -307,6 +322,7 @@ def check_split(
         verdict="",
         unexpected=unexpected,
         notes=tuple(notes),
+        zero_weight_traffic=zero_traffic,
     )
     return replace(partial, verdict=_verdict(partial, shares))
 
@@ -316,10 +332,12 @@ def _verdict(r: SplitResult, shares: Mapping[str, float]) -> str:
     tol = _pp(r.tolerance)
     if r.total == 0:
         return f"split not verified: no {r.unit} were counted"
+    zero_rows = [row for row in r.rows if row.expected and row.weight == 0.0]
     if r.ok:
+        silent = f"; zero-weight {', '.join(row.name for row in zero_rows)} got no {r.unit}" if zero_rows else ""
         return (
             f"split holds: every variant's {_conf_label(r.confidence)} interval lies within its weight "
-            f"± {tol} and SRM {_p_is(r.srm.p_value)} >= {r.alpha:g} ({r.total:,} {r.unit})"
+            f"± {tol} and SRM {_p_is(r.srm.p_value)} >= {r.alpha:g} ({r.total:,} {r.unit}){silent}"
         )
 
     def served(row: VariantRow) -> str:
@@ -338,9 +356,18 @@ def _verdict(r: SplitResult, shares: Mapping[str, float]) -> str:
             f"not in the configured weights: {which}"
         )
         named.update(row.name for row in stray)
-    known_rows = [row for row in r.rows if row.expected]
+    for row in zero_rows:
+        if row.count:
+            mismatch = True
+            reasons.append(
+                f"{row.name} is configured at weight 0 (must get no traffic) but served {row.count:,} of "
+                f"{r.total:,} {r.unit} ({_pct(row.share)})"
+            )
+            named.add(row.name)
+    known_rows = [row for row in r.rows if row.expected and row.weight > 0.0]
+    stray_traffic = bool(r.unexpected or r.zero_weight_traffic)
     # Two shares (and no stray traffic) are complements: naming one of them says it all.
-    complements = len(known_rows) == 2 and not r.unexpected
+    complements = len(known_rows) == 2 and not stray_traffic
     if not r.srm_ok:
         mismatch = True
         n_known = sum(row.count for row in known_rows)
@@ -350,9 +377,10 @@ def _verdict(r: SplitResult, shares: Mapping[str, float]) -> str:
             return abs(row.count - e) / math.sqrt(e)
 
         worst = max(known_rows, key=residual)
-        if r.unexpected:  # the SRM test compares configured versions with each other
+        if stray_traffic:  # the SRM test compares configured versions with each other
+            among = "versions with a positive weight" if zero_rows else "configured versions"
             clause = (
-                f"among configured versions {worst.name} got {_pct(worst.count / n_known)} of {n_known:,} "
+                f"among {among} {worst.name} got {_pct(worst.count / n_known)} of {n_known:,} "
                 f"{r.unit}; configured {_pct(worst.weight)}; SRM {_p_is(r.srm.p_value)} < {r.alpha:g}"
             )
         else:

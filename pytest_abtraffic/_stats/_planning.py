@@ -107,7 +107,8 @@ def default_request_budget(
     ``tolerance`` is caught by the same check at level ``(1 - confidence) / 2`` at any N, so no
     separate SRM power term is needed.
     """
-    shares = normalize_weights(weights)
+    # A zero-weight variant is judged exactly (any unit it serves fails): it needs no units of its own.
+    shares = {name: w for name, w in normalize_weights(weights).items() if w > 0.0}
     tol = _unit_interval("tolerance", tolerance)
     conf = _unit_interval("confidence", confidence)
     pw = _unit_interval("power", power)

@@ -75,12 +75,17 @@ class SequentialSplitTest:
             raise ValueError(f"concentration must be a positive finite number, got {concentration!r}")
         self.concentration = float(concentration)
         self.weights = normalize_weights(weights)
+        # A variant at weight 0 has probability zero under the configuration, like a version that
+        # was never configured: it stays out of the mixture (a Dirichlet parameter of 0 is no
+        # distribution) and any unit it serves is an immediate mismatch.
+        tested = {name: w for name, w in self.weights.items() if w > 0.0}
+        self._zero = frozenset(name for name in self.weights if name not in tested)
         # One version (a 100% rollout) has no ratio to test and a degenerate Beta(c, 0) marginal:
         # stray traffic is still a mismatch, and "holds" uses a uniform Beta(1, 1) mixture for the
         # version's share of all traffic.
-        self._single = len(self.weights) == 1
-        self._names = tuple(self.weights)
-        p0 = tuple(self.weights.values())
+        self._single = len(tested) == 1
+        self._names = tuple(tested)
+        p0 = tuple(tested.values())
         c = self.concentration
         self._a = tuple(c * p for p in p0)
         self._a_total = math.fsum(self._a)
@@ -200,8 +205,17 @@ class SequentialSplitTest:
         if verdict == "undecided":
             return ""
         if verdict == "mismatch":
-            if stray:
-                return f"traffic reached versions not in the configured weights: {', '.join(stray)}"
+            zero = [name for name in stray if name in self._zero]
+            unknown = [name for name in stray if name not in self._zero]
+            parts = []
+            if zero:
+                parts.append(
+                    f"traffic reached versions configured at weight 0 (must get no traffic): {', '.join(zero)}"
+                )
+            if unknown:
+                parts.append(f"traffic reached versions not in the configured weights: {', '.join(unknown)}")
+            if parts:
+                return "; ".join(parts)
             return (
                 f"Bayes factor against the configured split reached 1/alpha = {1 / self.alpha:,.0f} after {n:,} units"
             )
