@@ -152,7 +152,8 @@ def verify_split(
     spec = deployment.spec
     if not spec.load.early_stop:  # the spec's `load.early_stop: false` turns it off as --no-early-stop does
         settings = replace(settings, early_stop=False)
-    shares = normalize_weights(dict(expected)) if expected is not None else spec.shares()
+    # Normalised once here; the planner, the sequential and the fixed test take them as they are.
+    shares = normalize_weights(expected if expected is not None else spec.shares())
     budget = planned_budget(shares, settings)
     load_plan = plan or LoadPlan.from_spec(spec)
     overrides: dict[str, Any] = {"max_requests": budget}

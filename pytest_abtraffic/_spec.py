@@ -287,9 +287,13 @@ class ExperimentSpec:
         missing = set(self.variant_names) - set(weights)
         if missing:
             raise SpecError("weights", f"no weight given for variant(s) {sorted(missing)}")
-        return dataclasses.replace(
+        new = dataclasses.replace(
             self, variants=tuple(dataclasses.replace(v, weight=weights[v.name]) for v in self.variants)
         )
+        # A weight of 0 is legal ("must get no traffic"); all of them at 0 would route nowhere.
+        if sum(new.exact_weights().values()) == 0:
+            raise SpecError("weights", "all weights are zero: the split would send traffic nowhere")
+        return new
 
     def replace(self, **changes: Any) -> ExperimentSpec:
         return dataclasses.replace(self, **changes)

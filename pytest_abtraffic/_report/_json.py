@@ -108,7 +108,9 @@ _DEFS: dict[str, Any] = {
         "rows": {"type": "array", "items": _REF["split_row"]},
         "unexpected": _REF["strings"],
         "notes": _REF["strings"],
-    }),
+        "zero_weight_traffic": _d(_REF["strings"], "Variants configured at weight 0 that served units anyway."),
+    }, required=["ok", "verdict", "total", "unit", "alpha", "tolerance", "confidence", "srm_ok", "tolerance_ok",
+                 "srm", "rows", "unexpected", "notes"]),
     "sequential": _obj({
         "n": _REF["count"],
         "verdict": {"enum": ["mismatch", "holds", "undecided"]},

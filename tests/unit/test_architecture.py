@@ -14,8 +14,6 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import pytest_abtraffic
 
 PACKAGE = "pytest_abtraffic"
@@ -180,21 +178,7 @@ def test_no_module_imports_the_package_init() -> None:
     assert not offenders, f"modules importing the package __init__: {offenders}"
 
 
-# The modules other sessions are splitting this round (issue 17); remove the xfail when they land.
-_KNOWN_LARGE = ("_stats.py", "_fallback.py")
-
-
-@pytest.mark.xfail(strict=True, reason="issue 17: _stats.py (1,233 lines) and _fallback.py (978) are being split "
-                   "in other branches; remove this mark when they land")
 def test_no_module_is_over_800_lines() -> None:
     sizes = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p in ROOT.rglob("*.py")}
     over = {name: n for name, n in sorted(sizes.items()) if n > MAX_LINES}
     assert not over, f"modules over {MAX_LINES} lines (split them where their concerns part): {over}"
-
-
-def test_only_the_known_large_modules_are_over_800_lines() -> None:
-    """While the xfail above stands, no other module may cross the line unnoticed."""
-    over = {str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
-            if len(p.read_text(encoding="utf-8").splitlines()) > MAX_LINES}
-    unexpected = sorted(over - set(_KNOWN_LARGE))
-    assert not unexpected, f"modules over {MAX_LINES} lines besides {_KNOWN_LARGE}: {unexpected}"

@@ -417,8 +417,11 @@ def test_check_split_validates_arguments(kwargs: dict[str, object], name: str) -
 
 
 def test_check_split_validates_counts_and_weights() -> None:
+    # weight 0 is legal (issue 15: "must get no traffic"); all zero or a negative weight is not
     with pytest.raises(ValueError, match="weights"):
-        check_split({"a": 1}, {"a": 0, "b": 1})
+        check_split({"a": 1}, {"a": 0, "b": 0})
+    with pytest.raises(ValueError, match="weights"):
+        check_split({"a": 1}, {"a": -1, "b": 1})
     with pytest.raises(ValueError, match="counts"):
         check_split({"a": -3}, {"a": 1, "b": 1})
     with pytest.raises(ValueError, match="counts"):
