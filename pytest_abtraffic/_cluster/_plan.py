@@ -421,15 +421,15 @@ def _with_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str,
 def plan(backend: str, spec: ExperimentSpec, settings: ClusterSettings, *, namespace: str | None = None,
          run_id: str = "<run id>") -> list[Step]:
     """Every step ``backend`` would run for ``spec``, in order, without running anything."""
+    from .._from_manifests import experiment_objects
     from .._load import LoadPlan
-    from .._manifests import render_experiment
 
     if backend not in ("kind", "existing"):
         raise UsageError(f"plan is for the cluster backends (kind, existing), not {backend!r}")
     spec.check_backend(backend)
     check_spec_against_linkerd(spec, settings)
     ns = namespace or spec.default_namespace
-    objects = render_experiment(spec, namespace=ns)
+    objects = experiment_objects(spec, ns)
     load_plan = LoadPlan.from_spec(spec)
     steps: list[Step] = []
     if backend == "kind":
