@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--manifests", nargs="+", metavar="PATH",
                       help="plan the experiment these objects declare (YAML files, directories, '-' for stdin)")
     plan.add_argument("--pulumi", metavar="PROGRAM", help="plan the experiment a Pulumi Python program declares")
+    plan.add_argument("--target", metavar="NAMESPACE/SERVICE", help="existing backend: plan the read-only "
+                      "verification of the live split whose apex is this Service")
 
     size = sub.add_parser("sample-size", help="requests needed to verify a split")
     size.add_argument("--weight", type=_fraction("--weight", 0, 1), required=True,
@@ -127,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SPEC then gives only version_header, load, failure_policy, scenarios, local_commands")
     verify.add_argument("--pulumi", metavar="PROGRAM",
                         help="verify the experiment a Pulumi Python program declares (run under Pulumi mocks)")
+    verify.add_argument("--target", metavar="NAMESPACE/SERVICE",
+                        help="existing backend: verify the live split whose apex is this Service, read-only (only "
+                        "the kit's own namespace is written; chaos needs --allow-chaos and is restored)")
     return parser
 
 
@@ -182,6 +187,10 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ._cluster import ClusterSettings, format_plan, plan
 
+    if args.target:
+        from ._target_cli import plan_target
+
+        return plan_target(args)
     if args.manifests or args.pulumi:
         from ._manifest_cli import manifest_spec
 
@@ -219,6 +228,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from ._stats import normalize_weights
     from .plugin import AbTrafficConfig, make_backend
 
+    if args.target:
+        from ._target_cli import verify_target
+
+        _install_sigterm()  # Ctrl-C and SIGTERM unwind through teardown, which restores the target
+        return verify_target(args)
     if args.manifests or args.pulumi:
         from ._manifest_cli import manifest_spec
 

@@ -48,6 +48,7 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("report-dir", "path", "write a JSON and an HTML report per experiment here", None),
     ("allow-chaos", "bool", "existing backend: allow fault scenarios (they kill and scale pods)", False),
     ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
+    ("target", "str", "existing backend: verify the live split whose apex is NAMESPACE/SERVICE, read-only", None),
 )
 
 
@@ -71,6 +72,8 @@ class AbTrafficConfig:
     worker_id: str = "main"
     # The user's own objects to verify (files, directories), resolved; empty: the spec's experiment.
     manifests: tuple[str, ...] = ()
+    # NAMESPACE/SERVICE of a live split to verify read-only (existing backend).
+    target: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -151,7 +154,20 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     else:
         ini_base = config.inipath.parent if config.inipath is not None else config.rootpath
         manifests = resolve(split_paths(list(config.getini("abtraffic_manifests"))), ini_base)
+    target = str(_value(config, "target") or "") or None
+    if target is not None:
+        from ._cluster._target import parse_target
+
+        if backend != "existing":
+            raise pytest.UsageError("--abtraffic-target reads a live split: it needs --abtraffic-backend=existing")
+        if manifests:
+            raise pytest.UsageError("--abtraffic-target and abtraffic_manifests cannot be combined")
+        try:
+            parse_target(target)
+        except AbTrafficError as exc:
+            raise pytest.UsageError(f"--abtraffic-target: {exc}") from None
     return AbTrafficConfig(
+        target=target,
         manifests=tuple(manifests),
         backend=backend,
         spec_path=str(spec_path) if spec_path else None,
@@ -285,6 +301,8 @@ def abtraffic_base_spec(abtraffic_config: AbTrafficConfig, request: pytest.Fixtu
     manifest_spec = request.config.stash.get(_MANIFEST_SPEC_KEY, None)
     if manifest_spec is not None:
         return manifest_spec
+    if abtraffic_config.target:
+        return _live_target_spec(abtraffic_config)
     if abtraffic_config.spec_path:
         from ._plugin_manifests import is_manifest_spec_file, settings_for
 
@@ -292,6 +310,20 @@ def abtraffic_base_spec(abtraffic_config: AbTrafficConfig, request: pytest.Fixtu
             return settings_for(abtraffic_config.spec_path).base
         return load_spec(abtraffic_config.spec_path)
     return default_spec()
+
+
+def _live_target_spec(cfg: AbTrafficConfig) -> ExperimentSpec:
+    """The live split ``--abtraffic-target`` names, read (get/list only) with a short-lived client."""
+    from ._cluster._target import read_target
+    from ._from_manifests import load_manifest_settings
+
+    reader: Any = make_backend(cfg, None)
+    try:
+        spec = read_target(reader.api, str(cfg.target))
+    finally:
+        reader.close()
+    base = load_manifest_settings(cfg.spec_path).base
+    return dataclasses.replace(spec, version_header=base.version_header, load=base.load)
 
 
 def make_backend(cfg: AbTrafficConfig, spec: ExperimentSpec | None = None) -> Backend:

@@ -189,7 +189,7 @@ class ClusterDeployment:
             job_name = f"abtraffic-load-{self._loads}"
         apply_step, wait_step, delete_step = load_steps(
             self._spec, self._namespace, plan, image=self._load_image, job_name=job_name,
-            cluster_domain=self._cluster_domain, run_id=self._run_id)
+            cluster_domain=self._cluster_domain, run_id=self._run_id, host=self.target_url())
         self._applied.extend(apply_step.objects)
         try:
             self._executor.run_step(apply_step)

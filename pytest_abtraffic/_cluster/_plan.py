@@ -352,15 +352,15 @@ def deploy_steps(spec: ExperimentSpec, namespace: str, objects: Sequence[Mapping
 
 
 def load_steps(spec: ExperimentSpec, namespace: str, plan: LoadPlan, *, image: str, job_name: str,
-               cluster_domain: str = "cluster.local", run_id: str = "") -> list[Step]:
+               cluster_domain: str = "cluster.local", run_id: str = "", host: str | None = None) -> list[Step]:
     from ._loadjob import apex_url, load_job_objects
 
     objects = load_job_objects(spec, namespace, plan, job_name=job_name, image=image, cluster_domain=cluster_domain,
-                               labels=run_labels(run_id) if run_id else None)
+                               labels=run_labels(run_id) if run_id else None, host=host)
     job = objects[-1]
     return [
         Step("apply", f"start the meshed load Job {job_name} (linkerd.io/inject: enabled) aimed at the apex Service "
-             f"{apex_url(spec, namespace, cluster_domain)}: " + ", ".join(ref(o) for o in objects),
+             f"{host or apex_url(spec, namespace, cluster_domain)}: " + ", ".join(ref(o) for o in objects),
              "load", id="load-job", objects=tuple(objects), namespace=namespace),
         Step("wait", f"wait for the load container of Job {job_name} to exit (it then stops the proxy, so the Job "
              "completes), and read its log: records + the client proxy's per-backend metrics", "load",
