@@ -47,6 +47,7 @@ from ._stats import (
 
 if TYPE_CHECKING:
     from ._chaos import FallbackExpectation, FallbackReport, FaultStep, Scenario, parse_scenario
+    from ._from_manifests import ManifestExperiment, ManifestLintError, spec_from_manifests, spec_from_pulumi
     from ._load import LoadPlan, LoadResult
     from ._local import LocalBackend
     from ._runner import VerifySettings, run_scenario, verify_split
@@ -65,6 +66,10 @@ _LAZY = {
     "VerifySettings": "._runner",
     "verify_split": "._runner",
     "run_scenario": "._runner",
+    "spec_from_manifests": "._from_manifests",
+    "spec_from_pulumi": "._from_manifests",
+    "ManifestExperiment": "._from_manifests",
+    "ManifestLintError": "._from_manifests",
 }
 
 
@@ -98,6 +103,8 @@ __all__ = [
     "LoadResult",
     "LoadSettings",
     "LocalBackend",
+    "ManifestExperiment",
+    "ManifestLintError",
     "NotReadyError",
     "PrerequisiteError",
     "RetryPolicy",
@@ -118,6 +125,8 @@ __all__ = [
     "plan_sample_size",
     "reference_variant",
     "run_scenario",
+    "spec_from_manifests",
+    "spec_from_pulumi",
     "srm_test",
     "verify_split",
 ]

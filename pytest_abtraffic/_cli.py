@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from ._errors import AbTrafficAssertionError, AbTrafficError, PrerequisiteError, SpecError, UsageError
+from ._from_manifests import ManifestLintError
 from ._spec import BACKENDS, ROUTE_API_VERSIONS, SPLIT_APIS, ExperimentSpec, load_spec, parse_weight_option
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     lint = sub.add_parser("lint", help="find split problems in Kubernetes YAML or a Pulumi program")
     lint.add_argument("paths", nargs="*", help="YAML files or directories")
     lint.add_argument("--pulumi", metavar="PROGRAM", help="a Pulumi Python program (run under Pulumi mocks)")
+    lint.add_argument("--fix", action="store_true",
+                      help="print the objects with the mechanical mends (apex Service, linkerd.io/inject, Pulumi "
+                      "metadata.name) as YAML; what needs a decision is left and reported")
 
     plan = sub.add_parser("plan", help="print the ordered steps a cluster backend would run, without running them")
     spec_args(plan)
@@ -84,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--context", help="kubeconfig context (existing backend)")
     plan.add_argument("--linkerd-version", default="edge-25.4.4")
     plan.add_argument("--keep-cluster", action="store_true")
+    plan.add_argument("--manifests", nargs="+", metavar="PATH",
+                      help="plan the experiment these objects declare (YAML files, directories, '-' for stdin)")
+    plan.add_argument("--pulumi", metavar="PROGRAM", help="plan the experiment a Pulumi Python program declares")
+    plan.add_argument("--target", metavar="NAMESPACE/SERVICE", help="existing backend: plan the read-only "
+                      "verification of the live split whose apex is this Service")
 
     size = sub.add_parser("sample-size", help="requests needed to verify a split")
     size.add_argument("--weight", type=_fraction("--weight", 0, 1), required=True,
@@ -117,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=_positive_int("--seed"),
                         help="local backend: seed the proxy's weighted random choice (reproducible runs)")
     verify.add_argument("--quiet", "-q", action="store_true", help="no live progress")
+    verify.add_argument("--manifests", nargs="+", metavar="PATH",
+                        help="verify the experiment these objects declare (YAML files, directories, '-' for stdin); "
+                        "SPEC then gives only version_header, load, failure_policy, scenarios, local_commands")
+    verify.add_argument("--pulumi", metavar="PROGRAM",
+                        help="verify the experiment a Pulumi Python program declares (run under Pulumi mocks)")
+    verify.add_argument("--target", metavar="NAMESPACE/SERVICE",
+                        help="existing backend: verify the live split whose apex is this Service, read-only (only "
+                        "the kit's own namespace is written; chaos needs --allow-chaos and is restored)")
     return parser
 
 
@@ -151,6 +168,10 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
     if not args.paths and not args.pulumi:
         raise UsageError("lint: give at least one YAML path or --pulumi PROGRAM")
+    if args.fix:
+        from ._manifest_cli import lint_fix
+
+        return lint_fix(args)
     findings = list(lint_paths(args.paths)) if args.paths else []
     if args.pulumi:
         from ._pulumi_lint import lint_pulumi_program
@@ -168,7 +189,16 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ._cluster import ClusterSettings, format_plan, plan
 
-    spec = _spec_from_args(args)
+    if args.target:
+        from ._target_cli import plan_target
+
+        return plan_target(args)
+    if args.manifests or args.pulumi:
+        from ._manifest_cli import manifest_spec
+
+        spec: ExperimentSpec = manifest_spec(args)
+    else:
+        spec = _spec_from_args(args)
     if args.backend == "existing" and not args.context:
         raise UsageError("plan --backend existing needs --context")
     settings = ClusterSettings(context=args.context, linkerd_version=args.linkerd_version, keep=args.keep_cluster)
@@ -200,7 +230,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from ._stats import normalize_weights
     from .plugin import AbTrafficConfig, make_backend
 
-    spec = _spec_from_args(args)
+    if args.target:
+        from ._target_cli import verify_target
+
+        _install_sigterm()  # Ctrl-C and SIGTERM unwind through teardown, which restores the target
+        return verify_target(args)
+    if args.manifests or args.pulumi:
+        from ._manifest_cli import manifest_spec
+
+        spec: ExperimentSpec = manifest_spec(args)
+    else:
+        spec = _spec_from_args(args)
     spec.check_backend(args.backend)
     expected = None
     if args.expect:
@@ -289,6 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         return _COMMANDS[args.command](args)
+    except ManifestLintError as exc:  # lint gates verify: findings printed as `lint` prints them
+        from ._manifest_cli import print_findings
+
+        print_findings(exc.findings)
+        print("abtraffic: nothing was started; fix the objects (`abtraffic lint --fix` prints the mechanical "
+              "mends)", file=sys.stderr)
+        return EXIT_FAILED
     except (SpecError, UsageError) as exc:
         print(f"abtraffic: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 _RESULTS_KEY = pytest.StashKey[list["ExperimentResult"]]()
 _CONFIG_KEY = pytest.StashKey["AbTrafficConfig"]()
+_MANIFEST_SPEC_KEY = pytest.StashKey[ExperimentSpec]()
 
 _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     # (name, type, help, default)
@@ -47,6 +48,7 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("report-dir", "path", "write a JSON and an HTML report per experiment here", None),
     ("allow-chaos", "bool", "existing backend: allow fault scenarios (they kill and scale pods)", False),
     ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
+    ("target", "str", "existing backend: verify the live split whose apex is NAMESPACE/SERVICE, read-only", None),
 )
 
 
@@ -68,6 +70,10 @@ class AbTrafficConfig:
     allow_chaos: bool = False
     seed: int | None = None
     worker_id: str = "main"
+    # The user's own objects to verify (files, directories), resolved; empty: the spec's experiment.
+    manifests: tuple[str, ...] = ()
+    # NAMESPACE/SERVICE of a live split to verify read-only (existing backend).
+    target: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +91,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(flag, default=None, dest=dest, metavar=name.upper().replace("-", "_"),
                             help=help_text + (f" (default: {default})" if default is not None else ""))
             parser.addini(dest, help_text, default=None if default is None else str(default))
+    manifests_help = ("verify the experiment the user's own objects declare (YAML files or directories; the SPEC "
+                      "then gives version_header, load, failure_policy, scenarios, local_commands)")
+    group.addoption("--abtraffic-manifests", default=None, dest="abtraffic_manifests", metavar="PATHS",
+                    help=manifests_help + "; several paths separated by spaces")
+    parser.addini("abtraffic_manifests", manifests_help + " (relative to the ini file)", type="args", default=[])
 
 
 def _value(config: pytest.Config, name: str) -> Any:
@@ -135,7 +146,29 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     if not re.fullmatch(r"(edge-\d{2}\.\d{1,2}\.\d{1,2}|stable-2\.\d+\.\d+)", linkerd_version):
         raise pytest.UsageError(f"--abtraffic-linkerd-version: {linkerd_version!r} is not like 'edge-25.4.4'")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    from ._plugin_manifests import resolve, split_paths
+
+    cli_manifests = config.getoption("abtraffic_manifests")
+    if cli_manifests:
+        manifests = resolve(split_paths(cli_manifests), Path(config.invocation_params.dir))
+    else:
+        ini_base = config.inipath.parent if config.inipath is not None else config.rootpath
+        manifests = resolve(split_paths(list(config.getini("abtraffic_manifests"))), ini_base)
+    target = str(_value(config, "target") or "") or None
+    if target is not None:
+        from ._cluster._target import parse_target
+
+        if backend != "existing":
+            raise pytest.UsageError("--abtraffic-target reads a live split: it needs --abtraffic-backend=existing")
+        if manifests:
+            raise pytest.UsageError("--abtraffic-target and abtraffic_manifests cannot be combined")
+        try:
+            parse_target(target)
+        except AbTrafficError as exc:
+            raise pytest.UsageError(f"--abtraffic-target: {exc}") from None
     return AbTrafficConfig(
+        target=target,
+        manifests=tuple(manifests),
         backend=backend,
         spec_path=str(spec_path) if spec_path else None,
         kubeconfig=str(kubeconfig) if kubeconfig else None,
@@ -157,13 +190,30 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "abtraffic(weights=None, expect=None, split_api=None, tolerance=None, confidence=None, requests=None, "
-        "users=None, scenario=None): per-test overrides of the A/B experiment and its assertions",
+        "users=None, scenario=None, manifests=None): per-test overrides of the A/B experiment and its assertions",
     )
     config.stash[_CONFIG_KEY] = config_from_pytest(config)
     config.stash[_RESULTS_KEY] = []
-    if config.stash[_CONFIG_KEY].spec_path:
+    cfg = config.stash[_CONFIG_KEY]
+    from ._plugin_manifests import is_manifest_spec_file
+
+    if cfg.manifests:
+        # Lint gates the run: findings stop it before any backend starts.
+        from ._plugin_manifests import manifest_experiment, settings_for
+
         try:
-            load_spec(config.stash[_CONFIG_KEY].spec_path)
+            config.stash[_MANIFEST_SPEC_KEY] = manifest_experiment(cfg.manifests, settings_for(cfg.spec_path),
+                                                                   cfg.backend)
+        except AbTrafficError as exc:
+            raise pytest.UsageError(f"abtraffic_manifests: {exc}") from None
+    elif cfg.spec_path:
+        try:
+            if is_manifest_spec_file(cfg.spec_path):
+                from ._plugin_manifests import settings_for
+
+                settings_for(cfg.spec_path)
+            else:
+                load_spec(cfg.spec_path)
         except SpecError as exc:
             raise pytest.UsageError(f"--abtraffic-spec: {exc}") from None
 
@@ -172,12 +222,15 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     cfg = config.stash.get(_CONFIG_KEY, None)
     if cfg is None:
         return None
+    manifest_spec = config.stash.get(_MANIFEST_SPEC_KEY, None)
     try:
-        spec = load_spec(cfg.spec_path)
+        spec = manifest_spec if manifest_spec is not None else load_spec(cfg.spec_path)
     except AbTrafficError:
         return f"abtraffic: backend={cfg.backend}"
     weights = " ".join(f"{v.name}={v.weight}" for v in spec.variants)
     source = cfg.spec_path or "built-in default unless a conftest overrides abtraffic_base_spec"
+    if manifest_spec is not None:
+        source = "objects: " + " ".join(cfg.manifests)
     return (f"abtraffic: backend={cfg.backend}, experiment {spec.model} {weights} ({spec.split_api}) "
             f"[{source}], tolerance={cfg.tolerance:g}, confidence={cfg.confidence:g}"
             + (f", seed={cfg.seed}" if cfg.seed is not None else ""))
@@ -188,7 +241,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "fail_fast_timeout", "early_stop"}
+                "fail_fast_timeout", "early_stop", "manifests"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -239,13 +292,38 @@ def abtraffic_config(request: pytest.FixtureRequest) -> AbTrafficConfig:
 
 
 @pytest.fixture(scope="session")
-def abtraffic_base_spec(abtraffic_config: AbTrafficConfig) -> ExperimentSpec:
+def abtraffic_base_spec(abtraffic_config: AbTrafficConfig, request: pytest.FixtureRequest) -> ExperimentSpec:
     """The experiment before per-test overrides: ``--abtraffic-spec`` or the default.
 
     Override this fixture in a model repository's ``conftest.py`` to describe your own model
     servers (a start command for the local backend, an image for clusters).
     """
-    return load_spec(abtraffic_config.spec_path) if abtraffic_config.spec_path else default_spec()
+    manifest_spec = request.config.stash.get(_MANIFEST_SPEC_KEY, None)
+    if manifest_spec is not None:
+        return manifest_spec
+    if abtraffic_config.target:
+        return _live_target_spec(abtraffic_config)
+    if abtraffic_config.spec_path:
+        from ._plugin_manifests import is_manifest_spec_file, settings_for
+
+        if is_manifest_spec_file(abtraffic_config.spec_path):
+            return settings_for(abtraffic_config.spec_path).base
+        return load_spec(abtraffic_config.spec_path)
+    return default_spec()
+
+
+def _live_target_spec(cfg: AbTrafficConfig) -> ExperimentSpec:
+    """The live split ``--abtraffic-target`` names, read (get/list only) with a short-lived client."""
+    from ._cluster._target import read_target
+    from ._from_manifests import load_manifest_settings
+
+    reader: Any = make_backend(cfg, None)
+    try:
+        spec = read_target(reader.api, str(cfg.target))
+    finally:
+        reader.close()
+    base = load_manifest_settings(cfg.spec_path).base
+    return dataclasses.replace(spec, version_header=base.version_header, load=base.load)
 
 
 def make_backend(cfg: AbTrafficConfig, spec: ExperimentSpec | None = None) -> Backend:
@@ -333,10 +411,30 @@ def abtraffic_pool(abtraffic_backend: Backend, abtraffic_config: AbTrafficConfig
 @pytest.fixture
 def abtraffic_spec(abtraffic_base_spec: ExperimentSpec, request: pytest.FixtureRequest) -> ExperimentSpec:
     """The experiment for this test: the base spec with ``@pytest.mark.abtraffic`` overrides."""
+    options = _marker_options(request.node)
+    if options.get("manifests") is not None:
+        return _marker_manifest_spec(options, request)
     try:
-        return apply_overrides(abtraffic_base_spec, _marker_options(request.node))
+        return apply_overrides(abtraffic_base_spec, options)
     except SpecError as exc:
         raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {exc}") from None
+
+
+def _marker_manifest_spec(options: Mapping[str, Any], request: pytest.FixtureRequest) -> ExperimentSpec:
+    """``@pytest.mark.abtraffic(manifests=...)``: the experiment of those objects (paths relative to the test
+    file). Lint findings fail the test before anything is deployed."""
+    from ._plugin_manifests import manifest_experiment, resolve, settings_for, split_paths
+
+    clash = sorted(k for k in ("weights", "split_api") if options.get(k) is not None)
+    if clash:
+        raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {', '.join(clash)} cannot be combined "
+                                "with manifests: the objects declare the split (use expect= to assert other shares)")
+    cfg: AbTrafficConfig = request.config.stash[_CONFIG_KEY]
+    try:
+        paths = resolve(split_paths(options["manifests"]), Path(str(request.node.path)).parent)
+        return manifest_experiment(paths, settings_for(cfg.spec_path), cfg.backend)
+    except (AbTrafficError, TypeError) as exc:
+        pytest.fail(f"@pytest.mark.abtraffic(manifests=...): {exc}", pytrace=False)
 
 
 @pytest.fixture

@@ -164,9 +164,9 @@ class ClusterDeployment:
     # -- deploy ---------------------------------------------------------------------------------------
     def deploy(self) -> None:
         """Apply the experiment and wait until it is ready. Diagnostics and cleanup on failure."""
-        from .._manifests import render_experiment
+        from .._from_manifests import experiment_objects  # the user's objects, or the kit's rendering
 
-        objects = render_experiment(self._spec, namespace=self._namespace)
+        objects = experiment_objects(self._spec, self._namespace)
         steps = deploy_steps(self._spec, self._namespace, objects, run_id=self._run_id,
                              timeout_s=self._ready_timeout_s, cluster_domain=self._cluster_domain)
         try:
@@ -189,7 +189,7 @@ class ClusterDeployment:
             job_name = f"abtraffic-load-{self._loads}"
         apply_step, wait_step, delete_step = load_steps(
             self._spec, self._namespace, plan, image=self._load_image, job_name=job_name,
-            cluster_domain=self._cluster_domain, run_id=self._run_id)
+            cluster_domain=self._cluster_domain, run_id=self._run_id, host=self.target_url())
         self._applied.extend(apply_step.objects)
         try:
             self._executor.run_step(apply_step)
@@ -292,7 +292,9 @@ class ClusterDeployment:
 
     def _selector(self, variant: str) -> str:
         self._spec.variant(variant)
-        return selector_string({"app": self._spec.model, "version": variant})
+        from .._from_manifests import variant_pod_labels
+
+        return selector_string(variant_pod_labels(self._spec, variant))
 
     def _live_pods(self, variant: str) -> list[dict[str, Any]]:
         pods = self._api.list_objects("v1", "Pod", self._namespace, label_selector=self._selector(variant))
@@ -361,9 +363,9 @@ class ClusterDeployment:
         self._spec = new
 
     def _apply_split(self, spec: ExperimentSpec) -> None:
-        from .._manifests import split_object
+        from .._from_manifests import experiment_split_object
 
-        obj = split_object(spec, self._namespace)
+        obj = experiment_split_object(spec, self._namespace)
         self._applied.append(obj)
         self._executor.run_step(Step("apply", f"apply {obj['kind']} with weights "
                                      f"{dict(spec.rendered_weights())}", "chaos", objects=(obj,)))

@@ -190,7 +190,6 @@ class ExistingClusterBackend:
 
     # -- Backend protocol -----------------------------------------------------------------------------
     def deploy(self, spec: ExperimentSpec, *, namespace: str | None = None) -> ClusterDeployment:
-        from ._deployment import ClusterDeployment
 
         if self._closed:
             raise BackendError("this backend is closed")
@@ -200,7 +199,9 @@ class ExistingClusterBackend:
         executor = self._executor()
         # Every check before the first write; the context was checked in the constructor.
         executor.run([s for s in existing_check_steps(spec, self.settings, ns) if s.check_for != "context"])
-        deployment = ClusterDeployment(
+        from ._target import deployment_class  # a live target gets the read-only TargetDeployment
+
+        deployment = deployment_class(spec)(
             backend_name="existing", spec=spec, namespace=ns, api=self.api, executor=executor, run_id=self.run_id,
             load_image=self.settings.load_image, report_root=Path(self.settings.report_dir or self._work_dir),
             ready_timeout_s=self.settings.ready_timeout_s, allow_chaos=self.settings.allow_chaos,

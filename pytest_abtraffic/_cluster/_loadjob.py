@@ -85,8 +85,10 @@ def load_job_objects(
     cluster_domain: str = "cluster.local",
     image_pull_policy: str = "IfNotPresent",
     labels: Mapping[str, str] | None = None,
+    host: str | None = None,
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, ConfigMap and Job of one load run."""
+    """ServiceAccount, ConfigMap and Job of one load run. ``host``: the URL load is aimed at (default: the
+    experiment's apex Service in ``namespace``; a live target's apex lives in another namespace)."""
     common = {**MANAGED_BY, **LOAD_APP_LABEL, **(labels or {})}
     plan_dict = plan.to_dict()
     payloads = plan_dict.pop("payloads", None)
@@ -105,7 +107,7 @@ def load_job_objects(
         raise LoadError(f"payloads and locustfile take {size:,} bytes; a ConfigMap holds at most about "
                         f"{CONFIGMAP_MAX_BYTES:,}: use fewer or smaller payloads")
     deadline = _deadline_s(plan)
-    load_args = ["--host", apex_url(spec, namespace, cluster_domain),
+    load_args = ["--host", host or apex_url(spec, namespace, cluster_domain),
                  "--plan", json.dumps(plan_dict, separators=(",", ":"), sort_keys=True),
                  "--timeout", f"{deadline:g}", "--workdir", f"{WORK_MOUNT}/abtraffic"]
     if payloads is not None:

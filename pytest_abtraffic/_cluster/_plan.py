@@ -352,15 +352,15 @@ def deploy_steps(spec: ExperimentSpec, namespace: str, objects: Sequence[Mapping
 
 
 def load_steps(spec: ExperimentSpec, namespace: str, plan: LoadPlan, *, image: str, job_name: str,
-               cluster_domain: str = "cluster.local", run_id: str = "") -> list[Step]:
+               cluster_domain: str = "cluster.local", run_id: str = "", host: str | None = None) -> list[Step]:
     from ._loadjob import apex_url, load_job_objects
 
     objects = load_job_objects(spec, namespace, plan, job_name=job_name, image=image, cluster_domain=cluster_domain,
-                               labels=run_labels(run_id) if run_id else None)
+                               labels=run_labels(run_id) if run_id else None, host=host)
     job = objects[-1]
     return [
         Step("apply", f"start the meshed load Job {job_name} (linkerd.io/inject: enabled) aimed at the apex Service "
-             f"{apex_url(spec, namespace, cluster_domain)}: " + ", ".join(ref(o) for o in objects),
+             f"{host or apex_url(spec, namespace, cluster_domain)}: " + ", ".join(ref(o) for o in objects),
              "load", id="load-job", objects=tuple(objects), namespace=namespace),
         Step("wait", f"wait for the load container of Job {job_name} to exit (it then stops the proxy, so the Job "
              "completes), and read its log: records + the client proxy's per-backend metrics", "load",
@@ -421,15 +421,15 @@ def _with_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str,
 def plan(backend: str, spec: ExperimentSpec, settings: ClusterSettings, *, namespace: str | None = None,
          run_id: str = "<run id>") -> list[Step]:
     """Every step ``backend`` would run for ``spec``, in order, without running anything."""
+    from .._from_manifests import experiment_objects
     from .._load import LoadPlan
-    from .._manifests import render_experiment
 
     if backend not in ("kind", "existing"):
         raise UsageError(f"plan is for the cluster backends (kind, existing), not {backend!r}")
     spec.check_backend(backend)
     check_spec_against_linkerd(spec, settings)
     ns = namespace or spec.default_namespace
-    objects = render_experiment(spec, namespace=ns)
+    objects = experiment_objects(spec, ns)
     load_plan = LoadPlan.from_spec(spec)
     steps: list[Step] = []
     if backend == "kind":

@@ -111,3 +111,76 @@ def test_outside_project_passes_split_tests_written_from_the_readme(installed_ve
     assert "abtraffic: backend=local" in proc.stdout  # header line
     assert "[abtraffic] deployed my-model (v1=50, v2=50, httproute) on backend local" in proc.stdout
     assert "[abtraffic] deployed my-model (v1=90, v2=10, httproute) on backend local" in proc.stdout
+
+
+# Issue 13: the user's own objects, verified by the installed wheel from a directory outside the checkout.
+DATA = REPO / "tests" / "data"
+
+
+def _model_repo(tmp_path: Path) -> Path:
+    project = tmp_path / "model-repo"
+    project.mkdir()
+    for name in ("ai-model.yaml", "spec.yaml", "tiny_model_server.py"):
+        shutil.copy(DATA / "mended_starting_point" / name, project / name)
+    shutil.copy(DATA / "starting_point.yaml", project / "starting_point.yaml")
+    shutil.copytree(DATA / "pulumi_starting_point", project / "pulumi_starting_point")
+    shutil.copytree(DATA / "pulumi_mended", project / "pulumi_mended")
+    return project
+
+
+def _wheel_cli(venv: Path, *args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    argv = [str(venv / "bin" / "abtraffic"), *args]
+    if args[0] == "verify":
+        argv += ["--quiet", "--seed", "11"]
+    return subprocess.run(argv, cwd=cwd, env=_clean_env(), input=stdin, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_wheel_verifies_the_users_manifests_and_pulumi_program(installed_venv: Path, tmp_path: Path) -> None:
+    project = _model_repo(tmp_path)
+    ok = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "ai-model.yaml", cwd=project)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "split [PASS]" in ok.stdout and "deployed ai-model (v1=700m, v2=300m, smi-v1alpha1)" in ok.stderr
+    broken = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "starting_point.yaml", cwd=project)
+    assert broken.returncode == 1 and "3 problem(s) found" in broken.stderr and "deployed" not in broken.stderr
+    fixed = _wheel_cli(installed_venv, "lint", "--fix", "starting_point.yaml", cwd=project)
+    assert fixed.returncode == 0, fixed.stderr
+    piped = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "-", cwd=project, stdin=fixed.stdout)
+    assert piped.returncode == 0, piped.stdout[-2000:] + piped.stderr[-2000:]
+    pulumi_broken = _wheel_cli(installed_venv, "verify", "spec.yaml", "--pulumi", "pulumi_starting_point",
+                               cwd=project)
+    assert pulumi_broken.returncode == 1 and "7 problem(s) found" in pulumi_broken.stderr
+    pulumi_ok = _wheel_cli(installed_venv, "verify", "spec.yaml", "--pulumi", "pulumi_mended", cwd=project)
+    assert pulumi_ok.returncode == 0, pulumi_ok.stdout[-2000:] + pulumi_ok.stderr[-2000:]
+
+
+TARGET_SCRIPT = '''
+import sys
+sys.path.insert(0, sys.argv[1])  # the fake API and its cluster; the kit itself comes from the wheel
+import pytest_abtraffic
+assert "site-packages" in pytest_abtraffic.__file__, pytest_abtraffic.__file__
+import test_target
+from pytest_abtraffic import _cli
+from pytest_abtraffic._cluster import _existing
+
+fake = test_target.cluster()
+_existing.Kube.from_kubeconfig = classmethod(lambda cls, *a, **k: fake)
+rc = _cli.main(["verify", "--backend", "existing", "--context", "staging-ctx", "--kubeconfig", sys.argv[2],
+                "--target", "staging/ai-model-service", "--requests", "10000", "--quiet"])
+assert rc == 0, rc
+assert test_target.foreign_writes(fake) == [], test_target.foreign_writes(fake)
+print("target ok")
+'''
+
+
+def test_wheel_verifies_a_live_target_read_only(installed_venv: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    from test_prereq import write_kubeconfig
+
+    config = write_kubeconfig(tmp_path / "kubeconfig", ["staging-ctx"])
+    script = tmp_path / "target_check.py"
+    script.write_text(TARGET_SCRIPT)
+    proc = subprocess.run([str(installed_venv / "bin" / "python"), str(script), str(REPO / "tests" / "unit"),
+                           str(config)], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "target ok" in proc.stdout

@@ -107,3 +107,36 @@ def test_assert_split_fixture_fails_with_a_table(pytester: pytest.Pytester) -> N
     result = pytester.runpytest()
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*SplitMismatchError*", "*variant*weight*count*share*"])
+
+
+def test_manifests_with_lint_findings_stop_the_session_before_anything_starts(pytester: pytest.Pytester) -> None:
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    pytester.makefile(".yaml", objects=(data / "starting_point.yaml").read_text())
+    pytester.makepyfile("def test_split(abtraffic):\n    raise AssertionError('must not run')\n")
+    result = pytester.runpytest("--abtraffic-manifests", "objects.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*abtraffic_manifests: 3 problem(s) found in the objects; nothing was started*",
+                                 "*apex Service 'ai-model-service' (spec.service) is not defined*"])
+
+
+def test_marker_manifests_with_findings_fail_the_test_only(pytester: pytest.Pytester) -> None:
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    pytester.makefile(".yaml", objects=(data / "starting_point.yaml").read_text())
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.abtraffic(manifests="objects.yaml")
+        def test_split(abtraffic):
+            raise AssertionError('must not run')
+
+        def test_other():
+            pass
+    """)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*@pytest.mark.abtraffic(manifests=...): 3 problem(s) found*"])
+    assert "must not run" not in result.stdout.str()

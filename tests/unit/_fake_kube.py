@@ -31,6 +31,17 @@ def _matches(labels: Mapping[str, str], selector: str | None) -> bool:
     return True
 
 
+def _merge_patch(target: Obj, patch: Mapping[str, Any]) -> None:
+    """RFC 7386 JSON merge patch, as the API server applies ``application/merge-patch+json``."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
 class FakeKube:
     def __init__(self, objects: list[Obj] | None = None, *, auto_ready: bool = True,
                  job_log: Callable[[str], str] | None = None, pods_meshed: bool = True) -> None:
@@ -169,6 +180,7 @@ class FakeKube:
                 self._make_pods(obj, after - len(live), 100 + len(self.calls))
             if self.auto_ready:
                 self._ready_deployment(obj)
+        _merge_patch(obj, copy.deepcopy(dict(body)))
         return copy.deepcopy(obj)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None, *,
