@@ -46,6 +46,9 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("confidence", "float", "confidence of the tolerance (equivalence) test", 0.999),
     ("report-dir", "path", "write a JSON and an HTML report per experiment here", None),
     ("allow-chaos", "bool", "existing backend: allow fault scenarios (they kill and scale pods)", False),
+    ("load-image", "str", "cluster backends: the load Job's image (default: the official Locust image, pinned)",
+     None),
+    ("model-image", "str", "existing backend: the reference model image as pushed to your registry", None),
     ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
 )
 
@@ -68,6 +71,8 @@ class AbTrafficConfig:
     allow_chaos: bool = False
     seed: int | None = None
     worker_id: str = "main"
+    load_image: str | None = None
+    model_image: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -148,6 +153,8 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
         confidence=confidence if confidence is not None else 0.999,
         report_dir=str(_value(config, "report-dir")) if _value(config, "report-dir") else None,
         allow_chaos=bool(_value(config, "allow-chaos")),
+        load_image=str(_value(config, "load-image")) if _value(config, "load-image") else None,
+        model_image=str(_value(config, "model-image")) if _value(config, "model-image") else None,
         seed=_number(config, "seed", int, 0, None),
         worker_id=worker,
     )
@@ -255,10 +262,12 @@ def make_backend(cfg: AbTrafficConfig, spec: ExperimentSpec | None = None) -> Ba
 
         return LocalBackend(seed=cfg.seed)
     from ._cluster import ClusterSettings, make_cluster_backend
+    from ._cluster._settings import LOAD_IMAGE
 
     settings = ClusterSettings(
         kubeconfig=cfg.kubeconfig, context=cfg.context, reuse=cfg.reuse_cluster, keep=cfg.keep_cluster,
         linkerd_version=cfg.linkerd_version, report_dir=cfg.report_dir, allow_chaos=cfg.allow_chaos,
+        model_image=cfg.model_image, load_image=cfg.load_image or LOAD_IMAGE,
     )
     return make_cluster_backend(cfg.backend, settings, spec)
 

@@ -37,6 +37,7 @@ from .._backend import BackendCounters, FaultSettings
 from .._errors import AbTrafficError, BackendError, LoadError, UsageError
 from ._kube import (
     KubeApi,
+    PodFailureWatch,
     Readiness,
     deployment_ready,
     is_terminating,
@@ -258,7 +259,8 @@ class ClusterDeployment:
             return Readiness(False, "; ".join(problems) or f"pod {name_of(pod)} not started")
 
         wait_until(check, what=f"load pod of Job {job_name}", timeout_s=self._ready_timeout_s, api=self._api,
-                   namespace=self._namespace, involved=[job_name])
+                   namespace=self._namespace, involved=[job_name],
+                   watch=PodFailureWatch(self._api, self._namespace, f"job-name={job_name}"))
         return found["pod"]
 
     def _mesh_check(self, job_name: str, log: str, result: LoadResult) -> MeshCheck | None:
@@ -401,8 +403,11 @@ class ClusterDeployment:
             have = ready_endpoint_count(self._api, self._namespace, service)
             return Readiness(have >= replicas, f"Service {service}: {have}/{replicas} ready endpoints")
 
+        variant = next((v.name for v in self._deployed.variants
+                        if self._deployed.deployment_name(v.name) == deployment), None)
         wait_until(rollout, what=f"Deployment {deployment} after restore", timeout_s=self._ready_timeout_s,
-                   api=self._api, namespace=self._namespace, involved=[deployment])
+                   api=self._api, namespace=self._namespace, involved=[deployment],
+                   watch=PodFailureWatch(self._api, self._namespace, self._selector(variant)) if variant else None)
         if replicas:
             wait_until(endpoints, what=f"Service {service} after restore", timeout_s=self._ready_timeout_s,
                        api=self._api, namespace=self._namespace, involved=[service])

@@ -25,7 +25,7 @@ import yaml
 from .._backend import teardown_all
 from .._errors import BackendError, PrerequisiteError, UsageError
 from ._kube import Kube, KubeApi
-from ._plan import Step, StepExecutor, existing_check_steps, needs_smi, run_token
+from ._plan import Step, StepExecutor, existing_check_steps, existing_images, needs_smi, run_token
 from ._settings import ClusterSettings, default_work_root
 
 if TYPE_CHECKING:
@@ -138,6 +138,7 @@ class ExistingClusterBackend:
             self._check_linkerd(None)
             if spec is not None:
                 spec.check_backend("existing")
+                existing_images(spec, settings)
                 if needs_smi(spec):
                     self._check_smi(None)
         except BaseException:
@@ -195,6 +196,7 @@ class ExistingClusterBackend:
         if self._closed:
             raise BackendError("this backend is closed")
         spec.check_backend("existing")
+        spec = existing_images(spec, self.settings)
         self._count += 1
         ns = namespace or spec.namespace or _namespace_name(spec.model, self.run_id, self._count)
         executor = self._executor()

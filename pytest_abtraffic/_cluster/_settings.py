@@ -22,13 +22,15 @@ from pathlib import Path
 
 from .._errors import UsageError
 from .._spec import REFERENCE_IMAGE
+from ._podcode import LOCUST_IMAGE
 
 KIND_VERSION = "v0.27.0"
 KIND_NODE_IMAGE = "kindest/node:v1.32.2@sha256:f226345927d7e348497136874b6d207e0b32cc52154ad8323129352923a3142f"
 KUBECTL_VERSION = "v1.32.2"
 DEFAULT_LINKERD_VERSION = "edge-25.4.4"
 DEFAULT_SMI_VERSION = "v0.2.7"
-LOAD_IMAGE = "pytest-abtraffic/load:0.1.0"
+#: The load Job's image: the official Locust image (the kit's code comes in a ConfigMap).
+LOAD_IMAGE = LOCUST_IMAGE
 GATEWAY_API_VERSION = "v1.2.1"
 GATEWAY_API_URL = (
     f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml"
@@ -109,11 +111,16 @@ class ClusterSettings:
     - ``keep``: kind: do not delete the cluster at the end (print how to delete it).
     - ``report_dir``: where failure diagnostics go (default ``<work_dir>/diagnostics``).
     - ``allow_chaos``: existing backend: allow kill/scale/fault/weight changes (kind: always).
-    - ``build_images``: kind: ``docker build`` the reference model image and the load image.
+    - ``build_images``: kind: ``docker build`` the reference model image from the files the wheel
+      carries (``pytest_abtraffic/_bundled/fixtures``). The load runs on a public image: nothing to build.
     - ``work_dir``: kubeconfig, locks and diagnostics (default ``$TMPDIR/pytest-abtraffic/<name>``).
     - ``gateway_api``: ``bundled`` (Linkerd's own CRD bundle, no download) or ``upstream``
       (``kubectl apply --server-side -f`` the Gateway API v1.2.1 release URL: downloads at run time).
-    - ``load_image``: the kit's load image; on an existing cluster it must be pullable by the nodes.
+    - ``load_image``: the load Job's image (default the official ``locustio/locust`` at the pinned
+      Locust version; a mirror or a digest-pinned reference may be given). It needs ``python`` with
+      Locust installed; the kit's code is mounted from a ConfigMap.
+    - ``model_image``: existing backend: the reference model image as you pushed it to a registry
+      the nodes pull from (``REGISTRY/ai-model:0.1.0``); replaces the unpublished reference image.
     - ``build_contexts``: extra ``(image, directory)`` pairs to ``docker build`` and load into kind.
     """
 
@@ -131,6 +138,7 @@ class ClusterSettings:
     work_dir: str | None = None
     gateway_api: str = "bundled"
     load_image: str = LOAD_IMAGE
+    model_image: str | None = None
     build_contexts: tuple[tuple[str, str], ...] = ()
     linkerd_namespace: str = "linkerd"
     ready_timeout_s: float = 300.0
@@ -144,6 +152,10 @@ class ClusterSettings:
             check_kind_name(self.cluster_name)
         if not self.kind_node_image or any(c.isspace() for c in self.kind_node_image):
             raise UsageError(f"kind_node_image {self.kind_node_image!r} is not an image reference")
+        if not self.load_image or any(c.isspace() for c in self.load_image):
+            raise UsageError(f"load_image {self.load_image!r} is not an image reference")
+        if self.model_image is not None and (not self.model_image or any(c.isspace() for c in self.model_image)):
+            raise UsageError(f"model_image {self.model_image!r} is not an image reference")
         if not self.ready_timeout_s > 0:
             raise UsageError(f"ready_timeout_s must be positive, got {self.ready_timeout_s!r}")
         for pair in self.build_contexts:
@@ -158,15 +170,13 @@ class ClusterSettings:
     def smi_version(self) -> str:
         return normalize_smi_version(self.linkerd_smi_version)
 
-    def images_to_build(self, images_in_use: set[str], fixtures: Path, kit_root: Path | None) -> list[tuple[str, Path]]:
+    def images_to_build(self, images_in_use: set[str], fixtures: Path) -> list[tuple[str, Path]]:
         """``(image, build context)`` pairs ``docker build`` makes for the images in use."""
         out: list[tuple[str, Path]] = []
         if not self.build_images:
             return out
         if REFERENCE_IMAGE in images_in_use:
             out.append((REFERENCE_IMAGE, fixtures))
-        if kit_root is not None:
-            out.append((self.load_image, kit_root))
         for image, directory in self.build_contexts:
             if image in images_in_use and image not in dict(out):
                 out.append((image, Path(directory)))
