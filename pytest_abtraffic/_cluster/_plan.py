@@ -27,6 +27,7 @@ from .._proc import Completed
 from .._proc import run as default_run
 from .._resources import fixtures_dir, manifests_dir
 from .._spec import REFERENCE_IMAGE
+from ._converge import Convergence, ConvergenceGate, PolicyQuery
 from ._kube import (
     KubeApi,
     PodFailureWatch,
@@ -376,7 +377,39 @@ def deploy_steps(spec: ExperimentSpec, namespace: str, objects: Sequence[Mapping
                     f"{spec.apex_service}.{namespace}.svc.{cluster_domain} with matching dstOverrides")
         steps.append(Step("wait", text, "deploy", id="split", objects=(obj,), namespace=namespace,
                           wait_for="split", params={"cluster_domain": cluster_domain}, timeout_s=timeout_s))
+        steps.append(converge_step(spec, namespace, obj, timeout_s=timeout_s, cluster_domain=cluster_domain,
+                                   phase="deploy"))
     return steps
+
+
+def converge_step(spec: ExperimentSpec, namespace: str, split: Mapping[str, Any], *, timeout_s: float,
+                  cluster_domain: str = "cluster.local", phase: str = "deploy") -> Step:
+    """The convergence gate (``_converge``): the control plane serves the declared weights."""
+    declared = ", ".join(f"{k}={v}" for k, v in spec.rendered_weights().items())
+    if split.get("kind") == "HTTPRoute":
+        how = (f"`linkerd diagnostics policy -n {namespace} svc/{spec.apex_service} {spec.service_port} -o json` "
+               f"shows {ref(split)} with backends {declared} (route status alone has no observedGeneration)")
+    else:
+        how = (f"ServiceProfile {spec.apex_service}.{namespace}.svc.{cluster_domain} dstOverrides carry "
+               f"{declared}")
+    return Step("wait", f"convergence gate: wait until the control plane serves the declared weights: {how}; "
+                "records converged_after_s", phase, id="converge", objects=(split,), namespace=namespace,
+                wait_for="converged", params={"spec": spec, "cluster_domain": cluster_domain}, timeout_s=timeout_s)
+
+
+def weight_change_steps(spec: ExperimentSpec, namespace: str, *, timeout_s: float,
+                        cluster_domain: str = "cluster.local", phase: str = "chaos") -> list[Step]:
+    """What ``set_weights``/``restore`` run: re-apply the split, wait for its status, then the gate."""
+    from .._manifests import split_object
+
+    obj = split_object(spec, namespace)
+    return [
+        Step("apply", f"apply {obj['kind']} {name_of(obj)} with weights {dict(spec.rendered_weights())}", phase,
+             id="weights", objects=(obj,), namespace=namespace),
+        Step("wait", f"wait for {ref(obj)} to be accepted", phase, id="weights-split", objects=(obj,),
+             namespace=namespace, wait_for="split", params={"cluster_domain": cluster_domain}, timeout_s=timeout_s),
+        converge_step(spec, namespace, obj, timeout_s=timeout_s, cluster_domain=cluster_domain, phase=phase),
+    ]
 
 
 def load_steps(spec: ExperimentSpec, namespace: str, plan: LoadPlan, *, image: str, job_name: str,
@@ -477,6 +510,8 @@ def plan(backend: str, spec: ExperimentSpec, settings: ClusterSettings, *, names
         steps += existing_check_steps(spec, settings, ns)
     steps += deploy_steps(spec, ns, objects, run_id=run_id, timeout_s=settings.ready_timeout_s)
     steps += load_steps(spec, ns, load_plan, image=settings.load_image, job_name="abtraffic-load-1", run_id=run_id)
+    # A weight change (a scenario's set_weights, and restore() after it) re-runs the gate each time.
+    steps += weight_change_steps(spec, ns, timeout_s=60.0, phase="on each weight change (set_weights, restore)")
     steps += teardown_steps(ns, run_id=run_id, guarded=True)
     if backend == "kind":
         steps += kind_cleanup_steps(kind_layout(settings), settings)
@@ -572,7 +607,7 @@ class StepExecutor:
 
     def __init__(self, *, runner: Runner = default_run, api_factory: Callable[[], KubeApi] | None = None,
                  checks: Mapping[str, CheckFn] | None = None, log: Callable[[str], None] | None = None,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, policy_query: PolicyQuery | None = None) -> None:
         self._runner = runner
         self._api_factory = api_factory
         self._api: KubeApi | None = None
@@ -581,6 +616,9 @@ class StepExecutor:
         self._interval_s = interval_s
         self.outputs: dict[str, str] = {}
         self.history: list[Step] = []
+        self._policy_query = policy_query
+        #: The last convergence gate's outcome (declared and programmed weights, converged_after_s).
+        self.convergence: Convergence | None = None
 
     @property
     def api(self) -> KubeApi:
@@ -665,6 +703,14 @@ class StepExecutor:
 
     def _wait(self, step: Step) -> None:
         api, ns = self.api, step.namespace or ""
+        if step.wait_for == "converged":
+            gate = ConvergenceGate(api, ns, policy_query=self._policy_query,
+                                   cluster_domain=str(step.params.get("cluster_domain", "cluster.local")),
+                                   interval_s=self._interval_s)
+            self.convergence = gate.wait(step.params["spec"], step.objects[0], timeout_s=step.timeout_s)
+            self._log(f"  converged after {self.convergence.converged_after_s:g}s: programmed "
+                      f"{dict(self.convergence.programmed or {})}")
+            return
         for obj in step.objects:
             name = name_of(obj)
             check: Callable[[], Readiness]
@@ -705,6 +751,7 @@ __all__ = [
     "Step",
     "StepExecutor",
     "check_spec_against_linkerd",
+    "converge_step",
     "deploy_steps",
     "existing_check_steps",
     "existing_images",
@@ -724,4 +771,5 @@ __all__ = [
     "prereq_steps",
     "smi_steps",
     "teardown_steps",
+    "weight_change_steps",
 ]

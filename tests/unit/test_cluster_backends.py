@@ -59,7 +59,7 @@ def make(fake: FakeKube, config: Path, tmp_path: Path, **changes: Any) -> Existi
     changes.setdefault("model_image", PUSHED)
     settings = ClusterSettings(kubeconfig=str(config), context="dev", report_dir=str(tmp_path / "report"),
                                ready_timeout_s=5.0, **changes)
-    return ExistingClusterBackend(settings, default_spec(), api_factory=Factory(fake))
+    return ExistingClusterBackend(settings, default_spec(), api_factory=Factory(fake), policy_query=fake.policy_json)
 
 
 def test_protocols(cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:
