@@ -139,6 +139,14 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     linkerd_version = str(_value(config, "linkerd-version") or "edge-25.4.4")
     if not re.fullmatch(r"(edge-\d{2}\.\d{1,2}\.\d{1,2}|stable-2\.\d+\.\d+)", linkerd_version):
         raise pytest.UsageError(f"--abtraffic-linkerd-version: {linkerd_version!r} is not like 'edge-25.4.4'")
+    if backend != "local":
+        from ._cluster._settings import parse_linkerd_version
+        from ._errors import UsageError
+
+        try:
+            parse_linkerd_version(linkerd_version)
+        except UsageError as exc:  # vendor-only releases (stable-2.15+, enterprise-*)
+            raise pytest.UsageError(f"--abtraffic-linkerd-version: {exc}") from None
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     return AbTrafficConfig(
         backend=backend,

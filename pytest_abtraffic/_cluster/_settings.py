@@ -6,10 +6,14 @@ workflow and the docs agree. Versions were taken from the projects' own sources:
 - kind v0.27.0 ships ``kindest/node:v1.32.2@sha256:f226...`` as its default node image
   (``pkg/apis/config/defaults/image.go``); Linkerd edge-25.4.4 (2.18) is tested on Kubernetes
   1.23-1.32 (its integration workflow), so the node is not newer than that.
-- Linkerd edge-25.4.1+ (2.18+) no longer installs the Gateway API CRDs by default: ``linkerd install
-  --crds`` fails on a cluster without them unless ``--set installGatewayAPI=true`` is given
-  (``cli/cmd/install.go`` ``validateFinalValues``; docs "Gateway API support", option 3). Earlier
-  releases install them with the Linkerd CRDs. The bundled Gateway API is v1.1.1 (HTTPRoute v1).
+- Linkerd no longer installs the Gateway API CRDs by default from edge-25.3.4 (linkerd2
+  ``cli/cmd/install.go`` ``renderCRDs``: "The Gateway API CRDs must be installed prior to installing
+  Linkerd" when none are present). In edge-25.3.4 that refusal ignores ``--set installGatewayAPI=true``:
+  the CRDs must be installed first (``gateway_api="upstream"``). From edge-25.4.1 ``validateFinalValues``
+  accepts ``--set installGatewayAPI=true`` (the bundled v1.1.1 CRDs, HTTPRoute v1). edge-25.3.3 and
+  earlier install them with the Linkerd CRDs.
+- Only edge releases, and the open-source stable releases up to 2.14, have CLI binaries on GitHub;
+  ``stable-2.15+`` and ``enterprise-*`` are vendor builds: refused, with what to use instead.
 """
 
 from __future__ import annotations
@@ -42,9 +46,14 @@ KIND_NAME_MAX = 50  # kind warns above this (pkg/cluster/internal/create/create.
 _KIND_NAME = re.compile(r"^[a-z0-9.-]+$")  # kind's validNameRE
 _EDGE = re.compile(r"^edge-(\d{2})\.(\d{1,2})\.(\d{1,3})$")
 _STABLE = re.compile(r"^(?:stable|enterprise)-2\.(\d{1,2})\.(\d{1,3})$")
-# First releases where the Gateway API CRDs must be asked for (2.18 = edge-25.4.x).
-_EXPLICIT_GATEWAY_EDGE = (25, 4, 1)
+# First release whose `install --crds` no longer renders the Gateway API CRDs unasked (cli/cmd/install.go).
+_EXPLICIT_GATEWAY_EDGE = (25, 3, 4)
+# First release that renders its bundled Gateway API CRDs on `--set installGatewayAPI=true` (validateFinalValues).
+_BUNDLED_GATEWAY_EDGE = (25, 4, 1)
+# 2.18 = edge-25.4.x: the first release serving gateway.networking.k8s.io/v1 HTTPRoutes.
+_GATEWAY_V1_EDGE = (25, 4, 1)
 _EXPLICIT_GATEWAY_MINOR = 18
+_LAST_OPEN_SOURCE_STABLE_MINOR = 14
 
 
 @dataclass(frozen=True, order=True)
@@ -66,9 +75,16 @@ class LinkerdVersion:
         return self.minor is None or self.minor >= _EXPLICIT_GATEWAY_MINOR
 
     @property
+    def bundles_gateway_api(self) -> bool:
+        """``linkerd install --crds --set installGatewayAPI=true`` renders the CRDs on a cluster without them."""
+        return self.edge is None or self.edge >= _BUNDLED_GATEWAY_EDGE
+
+    @property
     def serves_gateway_v1_routes(self) -> bool:
         """2.18+ serves ``gateway.networking.k8s.io/v1`` HTTPRoutes; 2.14-2.17 bundle Gateway API 0.7 (v1beta1)."""
-        return self.gateway_api_explicit
+        if self.edge is not None:
+            return self.edge >= _GATEWAY_V1_EDGE
+        return self.minor is None or self.minor >= _EXPLICIT_GATEWAY_MINOR
 
 
 def parse_linkerd_version(text: str) -> LinkerdVersion:
@@ -80,6 +96,12 @@ def parse_linkerd_version(text: str) -> LinkerdVersion:
         return LinkerdVersion(edge=edge, minor=None, text=value)
     match = _STABLE.match(value)
     if match:
+        if value.startswith("enterprise-") or int(match[1]) > _LAST_OPEN_SOURCE_STABLE_MINOR:
+            raise UsageError(
+                f"Linkerd {value} is a vendor build (Buoyant Enterprise for Linkerd): only edge releases and the "
+                f"open-source stable releases up to 2.{_LAST_OPEN_SOURCE_STABLE_MINOR} publish the CLI binary the kit "
+                "runs. Use the matching edge release instead (2.18 = edge-25.4.4, 2.19 = edge-25.10.7), or, on an "
+                "existing cluster, install that vendor's CLI yourself and pass its edge-equivalent version")
         return LinkerdVersion(edge=None, minor=int(match[1]), text=value)
     raise UsageError(f"Linkerd version {text!r} is not a release name like 'edge-25.4.4' or 'stable-2.14.10'; "
                      "the kit pins one release because the CLI binary is per release")
@@ -148,6 +170,12 @@ class ClusterSettings:
         normalize_smi_version(self.linkerd_smi_version)
         if self.gateway_api not in GATEWAY_API_SOURCES:
             raise UsageError(f"gateway_api must be one of {', '.join(GATEWAY_API_SOURCES)}, got {self.gateway_api!r}")
+        version = parse_linkerd_version(self.linkerd_version)
+        if version.gateway_api_explicit and not version.bundles_gateway_api and self.gateway_api == "bundled":
+            raise UsageError(
+                f"Linkerd {self.linkerd_version} needs the Gateway API CRDs installed before `linkerd install --crds` "
+                "(its renderCRDs refuses otherwise, and ignores --set installGatewayAPI=true): pass "
+                f"gateway_api='upstream' (applies {GATEWAY_API_URL}; a download at run time) or use edge-25.4.1+")
         if self.cluster_name is not None:
             check_kind_name(self.cluster_name)
         if not self.kind_node_image or any(c.isspace() for c in self.kind_node_image):

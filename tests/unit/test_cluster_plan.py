@@ -121,7 +121,7 @@ def test_linkerd_smi_only_for_smi(settings: ClusterSettings) -> None:
 
 @pytest.mark.parametrize(("version", "explicit"), [
     ("edge-25.4.4", True), ("edge-25.4.1", True), ("edge-25.9.4", True), ("edge-26.6.3", True),
-    ("edge-25.3.4", False), ("edge-24.11.8", False), ("stable-2.14.10", False), ("stable-2.18.0", True),
+    ("edge-25.3.3", False), ("edge-24.11.8", False), ("stable-2.14.10", False),
 ])
 def test_gateway_api_crds_only_for_versions_that_need_them(tmp_path: Path, version: str, explicit: bool) -> None:
     s = ClusterSettings(linkerd_version=version, work_dir=str(tmp_path))
@@ -130,6 +130,35 @@ def test_gateway_api_crds_only_for_versions_that_need_them(tmp_path: Path, versi
     crds = next(st for st in steps if st.id == "linkerd-crds")
     assert ("installGatewayAPI=true" in crds.argv) is explicit
     assert not any(st.downloads for st in steps)  # never a download unless opted in
+
+
+def test_edge_25_3_4_needs_the_gateway_api_crds_installed_first(tmp_path: Path) -> None:
+    """linkerd2 edge-25.3.4 ``cli/cmd/install.go`` ``renderCRDs``: with no Gateway API CRDs on the
+    cluster it returns "The Gateway API CRDs must be installed prior to installing Linkerd" whatever
+    the values say; ``validateFinalValues`` (honouring ``installGatewayAPI=true``) arrives in
+    edge-25.4.1; edge-25.3.3 still renders them by default."""
+    assert parse_linkerd_version("edge-25.3.4").gateway_api_explicit
+    assert not parse_linkerd_version("edge-25.3.4").bundles_gateway_api
+    assert parse_linkerd_version("edge-25.4.1").bundles_gateway_api
+    with pytest.raises(UsageError, match=r"installed before `linkerd install --crds`.*gateway_api='upstream'"):
+        ClusterSettings(linkerd_version="edge-25.3.4", work_dir=str(tmp_path))
+    s = ClusterSettings(linkerd_version="edge-25.3.4", gateway_api="upstream", work_dir=str(tmp_path))
+    steps = mesh_steps(kind_layout(s), s)
+    gw = idx(steps, lambda st: st.downloads == GATEWAY_API_URL)
+    crds = idx(steps, lambda st: st.id == "linkerd-crds")
+    assert gw < crds and "installGatewayAPI=true" not in steps[crds].argv
+
+
+@pytest.mark.parametrize("version", ["stable-2.15.0", "stable-2.18.1", "enterprise-2.17.2", "enterprise-2.14.0"])
+def test_vendor_only_releases_are_refused_with_what_to_use(version: str) -> None:
+    """Only edge releases and open-source stable releases up to 2.14 publish CLI binaries
+    (linkerd/linkerd2 GitHub releases); stable-2.15+ and enterprise-* are Buoyant's builds."""
+    with pytest.raises(UsageError, match="vendor build") as info:
+        parse_linkerd_version(version)
+    assert "edge-25.4.4" in str(info.value)
+    with pytest.raises(UsageError, match="vendor build"):
+        ClusterSettings(linkerd_version=version)
+    assert parse_linkerd_version("stable-2.14.10").minor == 14
 
 
 def test_upstream_gateway_api_is_an_opt_in_download_before_the_crds(tmp_path: Path) -> None:
