@@ -20,11 +20,12 @@ from ._errors import (
     LoadError,
     NotReadyError,
     PrerequisiteError,
+    ProgrammedWeightsError,
     SpecError,
     SplitMismatchError,
     UsageError,
 )
-from ._result import ExperimentResult, FaultWindow
+from ._result import ExperimentResult, FaultWindow, ServedWeights
 from ._spec import (
     ExperimentSpec,
     FailureAccrual,
@@ -107,9 +108,11 @@ __all__ = [
     "ManifestLintError",
     "NotReadyError",
     "PrerequisiteError",
+    "ProgrammedWeightsError",
     "RetryPolicy",
     "Scenario",
     "SequentialSplitTest",
+    "ServedWeights",
     "SpecError",
     "SplitMismatchError",
     "SplitResult",

@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--target", metavar="NAMESPACE/SERVICE", help="existing backend: plan the read-only "
                       "verification of the live split whose apex is this Service")
 
+    def image_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--load-image", help="the load Job's image (default: the official Locust image, pinned)")
+        p.add_argument("--model-image", help="existing backend: the reference model image as pushed to your registry")
+
+    image_args(plan)
+
     size = sub.add_parser("sample-size", help="requests needed to verify a split")
     size.add_argument("--weight", type=_fraction("--weight", 0, 1), required=True,
                       help="configured share of the smallest variant, e.g. 0.1 or 10%%")
@@ -122,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--context", help="kubeconfig context (existing backend)")
     verify.add_argument("--kubeconfig", help="kubeconfig file (existing backend)")
     verify.add_argument("--keep-cluster", action="store_true")
+    image_args(verify)
     verify.add_argument("--allow-chaos", action="store_true", help="existing backend: allow fault scenarios")
     verify.add_argument("--seed", type=_positive_int("--seed"),
                         help="local backend: seed the proxy's weighted random choice (reproducible runs)")
@@ -188,6 +195,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     from ._cluster import ClusterSettings, format_plan, plan
+    from ._cluster._settings import LOAD_IMAGE
 
     if args.target:
         from ._target_cli import plan_target
@@ -201,7 +209,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         spec = _spec_from_args(args)
     if args.backend == "existing" and not args.context:
         raise UsageError("plan --backend existing needs --context")
-    settings = ClusterSettings(context=args.context, linkerd_version=args.linkerd_version, keep=args.keep_cluster)
+    settings = ClusterSettings(context=args.context, linkerd_version=args.linkerd_version, keep=args.keep_cluster,
+                               model_image=args.model_image, load_image=args.load_image or LOAD_IMAGE)
     print(format_plan(plan(args.backend, spec, settings)))
     return EXIT_OK
 
@@ -270,7 +279,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                               early_stop=not args.no_early_stop, users=args.users)
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,
                           keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos,
-                          seed=args.seed)
+                          seed=args.seed, load_image=args.load_image, model_image=args.model_image)
     progress = None if args.quiet else _stderr_progress()
     _install_sigterm()
     from ._report import format_summary, write_html, write_json

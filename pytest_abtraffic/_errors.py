@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class AbTrafficError(Exception):
     """Root of every error the kit raises on purpose."""
@@ -60,6 +62,15 @@ class SplitMismatchError(AbTrafficAssertionError):
     """The observed traffic split does not match the configured one. The message is a table."""
 
 
+class ProgrammedWeightsError(AbTrafficAssertionError):
+    """The mesh serves other weights than the split objects declare: its own failure, before statistics."""
+
+    def __init__(self, message: str, *, declared: Mapping[str, float], programmed: Mapping[str, float]) -> None:
+        super().__init__(message)
+        self.declared = dict(declared)
+        self.programmed = dict(programmed)
+
+
 class FallbackAssertionError(AbTrafficAssertionError):
     """Traffic did not fall back (or recover) as expected. The message holds the timeline."""
 
@@ -73,6 +84,7 @@ __all__ = [
     "LoadError",
     "NotReadyError",
     "PrerequisiteError",
+    "ProgrammedWeightsError",
     "SpecError",
     "SplitMismatchError",
     "UsageError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ._scenario import FaultWindow
@@ -13,6 +14,38 @@ if TYPE_CHECKING:
     from ._fallback import FallbackReport
     from ._load import LoadResult
     from ._stats import SequentialState, SplitResult
+
+
+@dataclass(frozen=True)
+class ServedWeights:
+    """Declared weights (the split objects) next to programmed ones (what the mesh serves: the control
+    plane's policy on a cluster, the proxy's control API locally), and how long the mesh took."""
+
+    declared: Mapping[str, float]
+    programmed: Mapping[str, float] | None
+    source: str
+    converged_after_s: float | None
+
+    @property
+    def agree(self) -> bool:
+        return self.programmed is None or same_split(self.declared, self.programmed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"declared": dict(self.declared),
+                "programmed": dict(self.programmed) if self.programmed is not None else None,
+                "source": self.source, "converged_after_s": self.converged_after_s}
+
+
+def _shares(weights: Mapping[str, float]) -> dict[str, Fraction]:
+    # Weights come as floats of quantities ("900m" -> 0.9): limit the denominator before comparing.
+    exact = {k: Fraction(v).limit_denominator(10**6) for k, v in weights.items()}
+    total = sum(exact.values())
+    return {k: v / total for k, v in exact.items() if v} if total else {}
+
+
+def same_split(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Same backends with the same shares (a backend at weight 0 equals an absent one)."""
+    return _shares(a) == _shares(b)
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,13 @@ class ExperimentResult:
     started_at: str = ""
     duration_s: float = 0.0
     notes: tuple[str, ...] = ()
+    weights: ServedWeights | None = None
+
+    def observed_shares(self) -> dict[str, float]:
+        """Share of successful responses per version over the whole run."""
+        counts = self.load.counts()
+        total = sum(counts.values())
+        return {k: v / total for k, v in counts.items()} if total else {}
 
     @property
     def ok(self) -> bool:
@@ -70,7 +110,9 @@ class ExperimentResult:
             },
             "load": self.load.to_dict(),
             "notes": list(self.notes),
+            "weights": ({**self.weights.to_dict(), "observed": self.observed_shares()}
+                        if self.weights is not None else None),
         }
 
 
-__all__ = ["ExperimentResult", "FaultWindow"]
+__all__ = ["ExperimentResult", "FaultWindow", "ServedWeights", "same_split"]

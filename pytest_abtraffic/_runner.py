@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._errors import SpecError
-from ._result import ExperimentResult, FaultWindow
+from ._result import ExperimentResult, FaultWindow, ServedWeights
 
 if TYPE_CHECKING:
     from ._backend import Deployment
@@ -162,6 +162,7 @@ def verify_split(
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
+    check_programmed(deployment)  # its own failure, before any load or statistics
     observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
@@ -232,6 +233,7 @@ def run_scenario(
     load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0)
     if settings.users is not None:
         load_plan = replace(load_plan, users=settings.users)
+    check_programmed(deployment)
     exp = expectation if expectation is not None else default_expectation(spec, scenario)
     phases: AdaptivePhases | None = None
     phase_notes: list[str] = []
@@ -266,10 +268,37 @@ def run_scenario(
                    fallback=report, fault_windows=tuple(windows))
 
 
+def served_weights(deployment: Deployment) -> ServedWeights | None:
+    """Declared vs programmed weights, when the backend can tell (``served_weights()``)."""
+    query = getattr(deployment, "served_weights", None)
+    if query is None:
+        return None
+    served = query()
+    return served if isinstance(served, ServedWeights) else None
+
+
+def check_programmed(deployment: Deployment) -> ServedWeights | None:
+    """Raise ProgrammedWeightsError when the mesh serves other weights than the objects declare."""
+    served = served_weights(deployment)
+    if served is not None and not served.agree:
+        from ._errors import ProgrammedWeightsError
+
+        def fmt(weights: Mapping[str, float]) -> str:
+            return ", ".join(f"{k}={v:g}" for k, v in weights.items())
+
+        raise ProgrammedWeightsError(
+            f"{deployment.backend_name} serves other weights than the split declares (namespace "
+            f"{deployment.namespace}); no traffic was measured:\n  declared:   {fmt(served.declared)}\n"
+            f"  programmed: {fmt(served.programmed or {})} (from {served.source})",
+            declared=served.declared, programmed=served.programmed or {})
+    return served
+
+
 def _result(deployment: Deployment, name: str, shares: Mapping[str, float], load: LoadResult, started: str,
             t0: float, **judgements: Any) -> ExperimentResult:
     """An ExperimentResult with what every run records about where and when it ran."""
     spec = deployment.spec
+    judgements.setdefault("weights", _safe_served(deployment))
     return ExperimentResult(
         name=name,
         backend=deployment.backend_name,
@@ -285,6 +314,13 @@ def _result(deployment: Deployment, name: str, shares: Mapping[str, float], load
     )
 
 
+def _safe_served(deployment: Deployment) -> ServedWeights | None:
+    try:
+        return served_weights(deployment)
+    except Exception:  # informative once the verdict is in
+        return None
+
+
 def _safe_counters(deployment: Deployment) -> dict[str, Any]:
     # Mesh counters are informative; a backend that cannot read them must not fail the verdict.
     try:
@@ -293,4 +329,5 @@ def _safe_counters(deployment: Deployment) -> dict[str, Any]:
         return {}
 
 
-__all__ = ["FaultWindow", "VerifySettings", "planned_budget", "run_scenario", "verify_split"]
+__all__ = ["FaultWindow", "VerifySettings", "check_programmed", "planned_budget", "run_scenario", "served_weights",
+           "verify_split"]

@@ -47,6 +47,9 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("confidence", "float", "confidence of the tolerance (equivalence) test", 0.999),
     ("report-dir", "path", "write a JSON and an HTML report per experiment here", None),
     ("allow-chaos", "bool", "existing backend: allow fault scenarios (they kill and scale pods)", False),
+    ("load-image", "str", "cluster backends: the load Job's image (default: the official Locust image, pinned)",
+     None),
+    ("model-image", "str", "existing backend: the reference model image as pushed to your registry", None),
     ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
     ("target", "str", "existing backend: verify the live split whose apex is NAMESPACE/SERVICE, read-only", None),
 )
@@ -74,6 +77,8 @@ class AbTrafficConfig:
     manifests: tuple[str, ...] = ()
     # NAMESPACE/SERVICE of a live split to verify read-only (existing backend).
     target: str | None = None
+    load_image: str | None = None
+    model_image: str | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -145,6 +150,14 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
     linkerd_version = str(_value(config, "linkerd-version") or "edge-25.4.4")
     if not re.fullmatch(r"(edge-\d{2}\.\d{1,2}\.\d{1,2}|stable-2\.\d+\.\d+)", linkerd_version):
         raise pytest.UsageError(f"--abtraffic-linkerd-version: {linkerd_version!r} is not like 'edge-25.4.4'")
+    if backend != "local":
+        from ._cluster._settings import parse_linkerd_version
+        from ._errors import UsageError
+
+        try:
+            parse_linkerd_version(linkerd_version)
+        except UsageError as exc:  # vendor-only releases (stable-2.15+, enterprise-*)
+            raise pytest.UsageError(f"--abtraffic-linkerd-version: {exc}") from None
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     from ._plugin_manifests import resolve, split_paths
 
@@ -181,6 +194,8 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
         confidence=confidence if confidence is not None else 0.999,
         report_dir=str(_value(config, "report-dir")) if _value(config, "report-dir") else None,
         allow_chaos=bool(_value(config, "allow-chaos")),
+        load_image=str(_value(config, "load-image")) if _value(config, "load-image") else None,
+        model_image=str(_value(config, "model-image")) if _value(config, "model-image") else None,
         seed=_number(config, "seed", int, 0, None),
         worker_id=worker,
     )
@@ -333,10 +348,12 @@ def make_backend(cfg: AbTrafficConfig, spec: ExperimentSpec | None = None) -> Ba
 
         return LocalBackend(seed=cfg.seed)
     from ._cluster import ClusterSettings, make_cluster_backend
+    from ._cluster._settings import LOAD_IMAGE
 
     settings = ClusterSettings(
         kubeconfig=cfg.kubeconfig, context=cfg.context, reuse=cfg.reuse_cluster, keep=cfg.keep_cluster,
         linkerd_version=cfg.linkerd_version, report_dir=cfg.report_dir, allow_chaos=cfg.allow_chaos,
+        model_image=cfg.model_image, load_image=cfg.load_image or LOAD_IMAGE,
     )
     return make_cluster_backend(cfg.backend, settings, spec)
 

@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._backend import BackendCounters, FaultSettings
 from .._errors import AbTrafficError, BackendError, LoadError, UsageError
+from ._converge import Convergence
 from ._kube import (
     KubeApi,
+    PodFailureWatch,
     Readiness,
     deployment_ready,
     is_terminating,
@@ -49,7 +51,7 @@ from ._kube import (
 )
 from ._loadjob import LOAD_CONTAINER, apex_url, extract_proxy_metrics, refuse_port_forward
 from ._metrics import MeshCheck, add_counters, backend_counters, compare_with_app, parse_prometheus
-from ._plan import RUN_LABEL, Step, StepExecutor, deploy_steps, load_steps, teardown_steps
+from ._plan import RUN_LABEL, StepExecutor, deploy_steps, load_steps, teardown_steps, weight_change_steps
 
 if TYPE_CHECKING:
     from .._load import LoadObserver, LoadPlan, LoadResult, RequestRecord
@@ -258,7 +260,8 @@ class ClusterDeployment:
             return Readiness(False, "; ".join(problems) or f"pod {name_of(pod)} not started")
 
         wait_until(check, what=f"load pod of Job {job_name}", timeout_s=self._ready_timeout_s, api=self._api,
-                   namespace=self._namespace, involved=[job_name])
+                   namespace=self._namespace, involved=[job_name],
+                   watch=PodFailureWatch(self._api, self._namespace, f"job-name={job_name}"))
         return found["pod"]
 
     def _mesh_check(self, job_name: str, log: str, result: LoadResult) -> MeshCheck | None:
@@ -363,15 +366,15 @@ class ClusterDeployment:
         self._spec = new
 
     def _apply_split(self, spec: ExperimentSpec) -> None:
-        from .._from_manifests import experiment_split_object
+        """Re-apply the split and run the convergence gate again: no sampling before it is served."""
+        steps = weight_change_steps(spec, self._namespace, timeout_s=CHAOS_TIMEOUT_S,
+                                    cluster_domain=self._cluster_domain)
+        self._applied.extend(steps[0].objects)
+        self._executor.run(steps)
 
-        obj = experiment_split_object(spec, self._namespace)
-        self._applied.append(obj)
-        self._executor.run_step(Step("apply", f"apply {obj['kind']} with weights "
-                                     f"{dict(spec.rendered_weights())}", "chaos", objects=(obj,)))
-        self._executor.run_step(Step("wait", "wait for the new weights to be served", "chaos", objects=(obj,),
-                                     namespace=self._namespace, wait_for="split",
-                                     params={"cluster_domain": self._cluster_domain}, timeout_s=CHAOS_TIMEOUT_S))
+    def served_weights(self) -> Convergence | None:
+        """Declared vs programmed weights of the last convergence gate (after deploy or a weight change)."""
+        return self._executor.convergence
 
     def restore(self) -> None:
         """Replicas, faults and weights back to the deployed spec; waits until ready."""
@@ -403,8 +406,11 @@ class ClusterDeployment:
             have = ready_endpoint_count(self._api, self._namespace, service)
             return Readiness(have >= replicas, f"Service {service}: {have}/{replicas} ready endpoints")
 
+        variant = next((v.name for v in self._deployed.variants
+                        if self._deployed.deployment_name(v.name) == deployment), None)
         wait_until(rollout, what=f"Deployment {deployment} after restore", timeout_s=self._ready_timeout_s,
-                   api=self._api, namespace=self._namespace, involved=[deployment])
+                   api=self._api, namespace=self._namespace, involved=[deployment],
+                   watch=PodFailureWatch(self._api, self._namespace, self._selector(variant)) if variant else None)
         if replicas:
             wait_until(endpoints, what=f"Service {service} after restore", timeout_s=self._ready_timeout_s,
                        api=self._api, namespace=self._namespace, involved=[service])
@@ -433,6 +439,7 @@ class ClusterDeployment:
             "weights": {v.name: v.weight for v in self._spec.variants},
             "load_image": self._load_image,
             "load_runs": self._loads,
+            "convergence": c.to_dict() if (c := self._executor.convergence) is not None else None,
             "mesh_checks": [c.as_dict() for c in self._mesh_checks],
             "diagnostics": [str(p) for p in self.diagnostics],
             **self._describe_extra,

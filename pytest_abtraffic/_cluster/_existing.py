@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,10 @@ import yaml
 
 from .._backend import teardown_all
 from .._errors import BackendError, PrerequisiteError, UsageError
+from .._proc import run as default_run
+from ._converge import PolicyQuery, cli_policy_query
 from ._kube import Kube, KubeApi
-from ._plan import Step, StepExecutor, existing_check_steps, needs_smi, run_token
+from ._plan import Step, StepExecutor, existing_check_steps, existing_images, needs_smi, run_token
 from ._settings import ClusterSettings, default_work_root
 
 if TYPE_CHECKING:
@@ -109,10 +112,17 @@ class ExistingClusterBackend:
         *,
         api_factory: ApiFactory | None = None,
         log: Callable[[str], None] | None = None,
+        policy_query: PolicyQuery | None = None,
     ) -> None:
         self.settings = settings
         self._log = log or logger.info
         self._kubeconfig = check_context(settings)
+        if policy_query is None and shutil.which("linkerd"):
+            # The convergence gate reads the served policy with the CLI (read-only, a port-forward to
+            # linkerd-destination); without the CLI the gate says how to get it when it is needed.
+            policy_query = cli_policy_query(default_run, kubeconfig=self._kubeconfig, context=settings.context,
+                                            linkerd_namespace=settings.linkerd_namespace)
+        self._policy_query = policy_query
         context = str(settings.context)
         self._work_dir = Path(settings.work_dir) if settings.work_dir else default_work_root() / (
             "existing-" + hashlib.sha256(context.encode()).hexdigest()[:8])
@@ -138,6 +148,7 @@ class ExistingClusterBackend:
             self._check_linkerd(None)
             if spec is not None:
                 spec.check_backend("existing")
+                existing_images(spec, settings)
                 if needs_smi(spec):
                     self._check_smi(None)
         except BaseException:
@@ -149,7 +160,8 @@ class ExistingClusterBackend:
         return "existing"
 
     def _executor(self) -> StepExecutor:
-        return StepExecutor(api_factory=lambda: self.api, checks=self._checks, log=self._log)
+        return StepExecutor(api_factory=lambda: self.api, checks=self._checks, log=self._log,
+                            policy_query=self._policy_query)
 
     # -- checks (read-only) ---------------------------------------------------------------------------
     def _check_linkerd(self, step: Step | None) -> None:
@@ -194,6 +206,7 @@ class ExistingClusterBackend:
         if self._closed:
             raise BackendError("this backend is closed")
         spec.check_backend("existing")
+        spec = existing_images(spec, self.settings)
         self._count += 1
         ns = namespace or spec.namespace or _namespace_name(spec.model, self.run_id, self._count)
         executor = self._executor()

@@ -179,7 +179,12 @@ class KindBackend:
         self._checked_smi = self._checked_smi or want_smi
 
     def _executor(self) -> StepExecutor:
-        return StepExecutor(runner=self._runner, api_factory=lambda: self.api, log=self._log)
+        from ._converge import cli_policy_query
+
+        query = cli_policy_query(self._runner, kubeconfig=str(self.layout.kubeconfig), context=self.layout.context,
+                                 linkerd_namespace=self.settings.linkerd_namespace,
+                                 env={**os.environ, **dict(self.layout.env)})
+        return StepExecutor(runner=self._runner, api_factory=lambda: self.api, log=self._log, policy_query=query)
 
     @property
     def api(self) -> KubeApi:

@@ -442,6 +442,67 @@ def load_exited(api: KubeApi, namespace: str, job: str, container: str) -> Readi
 
 
 # ---------------------------------------------------------------------------------------------------
+# Pods that will not start: fail the wait early, with the image and the kubelet's event
+
+
+#: Waiting reasons of a container that will not get better by waiting: kubernetes v1.32
+#: ``pkg/kubelet/images/types.go`` (``ErrImagePull``, ``ImagePullBackOff``, ``ErrImageNeverPull``,
+#: ``InvalidImageName``) and ``pkg/kubelet/container/sync_result.go`` (``CrashLoopBackOff``).
+FATAL_WAITING = {"ErrImagePull": "pull", "ImagePullBackOff": "pull", "ErrImageNeverPull": "pull",
+                 "InvalidImageName": "name", "CrashLoopBackOff": "crash"}
+#: How long a pull/crash problem must persist before the wait fails (a registry hiccup clears in
+#: one retry; the kubelet's pull back-off starts at 10 s). InvalidImageName fails at once.
+FATAL_GRACE_S = 15.0
+
+
+class PodFailureWatch:
+    """Called on every poll of a wait; raises NotReadyError once a pod of ``selector`` is stuck.
+
+    ``ErrImagePull`` and ``ImagePullBackOff`` alternate while the kubelet retries, so they count as
+    one problem; the timer restarts only when the container leaves the fatal state.
+    """
+
+    def __init__(self, api: KubeApi, namespace: str, selector: str, *, grace_s: float = FATAL_GRACE_S) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.selector = selector
+        self.grace_s = grace_s
+        self._since: dict[tuple[str, str, str], float] = {}
+
+    def __call__(self, now: float) -> None:
+        seen: set[tuple[str, str, str]] = set()
+        for pod in self.api.list_objects("v1", "Pod", self.namespace, label_selector=self.selector):
+            status = pod.get("status") or {}
+            images = {c.get("name"): c.get("image") for c in ((pod.get("spec") or {}).get("containers") or [])
+                      + ((pod.get("spec") or {}).get("initContainers") or [])}
+            for cs in list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or []):
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                family = FATAL_WAITING.get(str(waiting.get("reason")))
+                if family is None:
+                    continue
+                key = (name_of(pod), str(cs.get("name")), family)
+                seen.add(key)
+                first = self._since.setdefault(key, now)
+                if family == "name" or now - first >= self.grace_s:
+                    self._fail(pod, cs, waiting, images.get(cs.get("name")) or cs.get("image"), now - first)
+        self._since = {k: v for k, v in self._since.items() if k in seen}
+
+    def _fail(self, pod: Mapping[str, Any], cs: Mapping[str, Any], waiting: Mapping[str, Any], image: object,
+              stuck_s: float) -> None:
+        pod_name = name_of(pod)
+        events = [line for line in recent_events(self.api, self.namespace, [pod_name])
+                  if " Normal " not in f" {line} "]
+        reason = waiting.get("reason")
+        hint = ("the node cannot pull it: check the name and tag, that the registry is reachable from the nodes "
+                "and any imagePullSecrets; on kind, that the image was loaded") if reason != "CrashLoopBackOff" \
+            else "the container keeps exiting: see its log (kubectl logs --previous)"
+        shown = "\n".join(f"  {line}" for line in events) or "  (no events)"
+        raise NotReadyError(f"pod {self.namespace}/{pod_name} container {cs.get('name')} (image {image}) is in "
+                            f"{reason} for {stuck_s:.0f}s: {waiting.get('message') or ''}".rstrip(": ")
+                            + f"\n{hint}\npod events:\n{shown}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # Events and the generic wait
 
 
@@ -481,22 +542,28 @@ def wait_until(
     interval_s: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    watch: Callable[[float], None] | None = None,
 ) -> Readiness:
-    """Poll ``check`` until ready; on timeout a NotReadyError with the last detail and the events."""
+    """Poll ``check`` until ready; on timeout a NotReadyError with the last detail and the events.
+
+    ``watch(now)`` runs before every check and may fail the wait early (``PodFailureWatch``)."""
     deadline = clock() + timeout_s
-    last = check()
-    while not last.ready:
+    while True:
+        if watch is not None:
+            watch(clock())
+        last = check()
+        if last.ready:
+            return last
         if clock() >= deadline:
             events = recent_events(api, namespace, list(involved) or None)
             shown = "\n".join(f"  {line}" for line in events) or "  (no events)"
             raise NotReadyError(f"{what} not ready after {timeout_s:g}s in namespace {namespace}: {last.detail}\n"
                                 f"recent events:\n{shown}")
         sleep(interval_s)
-        last = check()
-    return last
 
 
 __all__ = [
+    "FATAL_WAITING",
     "FIELD_MANAGER",
     "POLICY_CONTROLLER",
     "PROXY_ADMIN_PORT",
@@ -504,6 +571,7 @@ __all__ = [
     "JobState",
     "Kube",
     "KubeApi",
+    "PodFailureWatch",
     "Readiness",
     "deployment_ready",
     "endpoints_ready",

@@ -7,8 +7,10 @@ whose pod carries ``linkerd.io/inject: enabled`` and targets
 ``http://<apex>.<namespace>.svc.<cluster domain>:<port>``.
 
 Objects: a ServiceAccount (its own mesh identity, no RBAC: the pod never calls the API), a
-ConfigMap with the plan and the payloads, and the Job (no retries: a retried run would count twice).
-The container runs ``_jobentry`` which wraps ``_load.incluster`` and stops the proxy at the end.
+ConfigMap with the payloads, the user's locustfile and the kit's pod code (``_podcode``), and the
+Job (no retries: a retried run would count twice). The container runs on the official Locust image
+(no image of the kit's own) with ``PYTHONPATH`` on the mounted code: ``_jobentry`` wraps
+``_load.incluster`` and stops the proxy at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .._errors import BackendError, LoadError
 from ._jobentry import METRICS_BEGIN, METRICS_END
+from ._podcode import CODE_DIR, pod_code
 
 if TYPE_CHECKING:
     from .._load import LoadPlan
@@ -93,18 +96,25 @@ def load_job_objects(
     plan_dict = plan.to_dict()
     payloads = plan_dict.pop("payloads", None)
     data: dict[str, str] = {}
+    items: list[dict[str, str]] = []
+    for key, (mount_path, text) in pod_code().items():
+        data[key] = text
+        items.append({"key": key, "path": mount_path})
     if payloads is not None:
         data[PAYLOADS_KEY] = json.dumps(payloads, separators=(",", ":"))
+        items.append({"key": PAYLOADS_KEY, "path": PAYLOADS_KEY})
     if plan.locustfile:
         path = Path(plan.locustfile)
         try:
             data[LOCUSTFILE_KEY] = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise LoadError(f"cannot read the locustfile {str(path)!r} to ship it to the load Job: {exc}") from None
+        items.append({"key": LOCUSTFILE_KEY, "path": LOCUSTFILE_KEY})
         plan_dict["locustfile"] = f"{CONFIG_MOUNT}/{LOCUSTFILE_KEY}"
     size = sum(len(v.encode("utf-8")) for v in data.values())
     if size > CONFIGMAP_MAX_BYTES:
-        raise LoadError(f"payloads and locustfile take {size:,} bytes; a ConfigMap holds at most about "
+        raise LoadError(f"payloads, locustfile and the kit's pod code take {size:,} bytes; a ConfigMap holds at "
+                        "most about "
                         f"{CONFIGMAP_MAX_BYTES:,}: use fewer or smaller payloads")
     deadline = _deadline_s(plan)
     load_args = ["--host", host or apex_url(spec, namespace, cluster_domain),
@@ -133,6 +143,9 @@ def load_job_objects(
         "env": [
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "HOME", "value": WORK_MOUNT},
+            # The kit's pod code from the ConfigMap; nothing is written next to it (read-only mount).
+            {"name": "PYTHONPATH", "value": f"{CONFIG_MOUNT}/{CODE_DIR}"},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [
@@ -167,7 +180,7 @@ def load_job_objects(
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],
                     "volumes": [
-                        {"name": "config", "configMap": {"name": job_name}},
+                        {"name": "config", "configMap": {"name": job_name, "items": items}},
                         {"name": "work", "emptyDir": {}},
                     ],
                 },

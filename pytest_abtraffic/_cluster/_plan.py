@@ -22,19 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._errors import BackendError, UsageError
+from .._errors import BackendError, CommandError, UsageError
 from .._proc import Completed
 from .._proc import run as default_run
 from .._resources import fixtures_dir, manifests_dir
 from .._spec import REFERENCE_IMAGE
+from ._converge import Convergence, ConvergenceGate, PolicyQuery
 from ._kube import (
     KubeApi,
+    PodFailureWatch,
     Readiness,
     deployment_ready,
     endpoints_ready,
     name_of,
     ref,
     route_ready,
+    selector_string,
     smi_profile_ready,
     wait_until,
 )
@@ -69,7 +72,8 @@ class Step:
     step whose captured stdout is fed as input (``linkerd install --crds | kubectl apply -f -`` is
     two steps). ``apply``/``wait``/``delete``/``check`` steps carry Kubernetes ``objects``.
     ``when`` is a guard the executor evaluates (``image-present``); ``downloads`` names a URL the
-    step fetches at run time (only ever in opt-in steps).
+    step fetches at run time (only ever in opt-in steps); ``fallback`` commands run, in order, when
+    ``argv`` fails (the failure is logged, and raised only when the fallback fails too).
     """
 
     kind: StepKind
@@ -88,6 +92,7 @@ class Step:
     timeout_s: float = 300.0
     when: str | None = None
     downloads: str | None = None
+    fallback: tuple[tuple[str, ...], ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.kind, self.phase, self.id, self.argv, self.description))
@@ -161,14 +166,6 @@ def kind_layout(settings: ClusterSettings) -> KindLayout:
                       config_hash=digest)
 
 
-def kit_root() -> Path | None:
-    """Source checkout holding Dockerfile.load (the load image's build context), if any."""
-    root = Path(__file__).resolve().parent.parent.parent
-    if (root / "Dockerfile.load").is_file() and (root / "pyproject.toml").is_file():
-        return root
-    return None
-
-
 def needs_smi(spec: ExperimentSpec) -> bool:
     return spec.split_api.startswith("smi-")
 
@@ -180,6 +177,31 @@ def check_spec_against_linkerd(spec: ExperimentSpec, settings: ClusterSettings) 
         raise UsageError(f"HTTPRoute {spec.route_api_version} needs Linkerd 2.18+ (edge-25.4.1+); "
                          f"{settings.linkerd_version} bundles Gateway API 0.7 (v1beta1). Use route_group "
                          "'policy.linkerd.io' or a newer Linkerd")
+
+
+def existing_images(spec: ExperimentSpec, settings: ClusterSettings) -> ExperimentSpec:
+    """The spec an existing cluster runs: the reference image replaced by ``settings.model_image``.
+
+    Refuses, before any side effect, a spec whose pods would wait for an image nobody publishes:
+    the reference model image is built from the files the wheel carries (on kind, straight into the
+    nodes); an existing cluster's nodes can only pull it from a registry the user pushed it to. It
+    needs uvicorn, so it cannot run on a plain public Python image from a ConfigMap either.
+    """
+    unpublished = [v.name for v in spec.variants if v.image == REFERENCE_IMAGE]
+    if not unpublished:
+        return spec
+    if settings.model_image:
+        from dataclasses import replace
+
+        return spec.replace(variants=tuple(replace(v, image=settings.model_image) if v.image == REFERENCE_IMAGE
+                                           else v for v in spec.variants))
+    raise UsageError(
+        f"variant(s) {', '.join(unpublished)} use the reference model image {REFERENCE_IMAGE}, which is not "
+        "published: an existing cluster's nodes cannot pull it. Build it from the files the wheel carries and push "
+        f"it to a registry your nodes pull from:\n  docker build -t REGISTRY/ai-model:0.1.0 {fixtures_dir()}\n"
+        "  docker push REGISTRY/ai-model:0.1.0\nthen pass it as model_image (--abtraffic-model-image, "
+        "abtraffic --model-image), or set the variants' own images in the spec, or use the kind backend, which "
+        "builds and loads it itself")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -210,30 +232,37 @@ def images_in_use(spec: ExperimentSpec, settings: ClusterSettings) -> list[str]:
     return list(dict.fromkeys(images))
 
 
+def image_archive(layout: KindLayout, image: str) -> Path:
+    return layout.work_dir / f"image-{hashlib.sha256(image.encode()).hexdigest()[:12]}.tar"
+
+
 def image_steps(layout: KindLayout, spec: ExperimentSpec, settings: ClusterSettings) -> list[Step]:
+    """Build what the wheel carries (the reference model), load it; public images the node pulls.
+
+    ``kind load docker-image`` runs ``ctr images import --all-platforms --digests`` on the node,
+    which fails with "content digest ... not found" when Docker uses the containerd image store
+    (kind#3795): the step then falls back to ``docker save`` + ``kind load image-archive``.
+    """
     in_use = images_in_use(spec, settings)
-    root = kit_root()
     steps: list[Step] = []
     built: set[str] = set()
-    for image, context in settings.images_to_build(set(in_use), fixtures_dir(), root):
-        if image == settings.load_image and root is not None and context == root:
-            argv: tuple[str, ...] = ("docker", "build", "-f", str(root / "Dockerfile.load"), "-t", image, str(root))
-            what = "the kit's load image (Locust, meshed Job)"
-        elif image == REFERENCE_IMAGE:
-            argv = ("docker", "build", "-t", image, str(context))
-            what = "the reference model server image"
-        else:
-            argv = ("docker", "build", "-t", image, str(context))
-            what = "a user image"
-        steps.append(Step("command", f"build {what} {image}", "images", id=f"build-{image}", argv=argv,
-                          params={"image": image}, timeout_s=1200.0))
+    for image, context in settings.images_to_build(set(in_use), fixtures_dir()):
+        what = "the reference model server image from the files the wheel carries" if image == REFERENCE_IMAGE \
+            else "a user image"
+        steps.append(Step("command", f"build {what}: {image}", "images", id=f"build-{image}",
+                          argv=("docker", "build", "-t", image, str(context)), params={"image": image},
+                          timeout_s=1200.0))
         built.add(image)
     for image in in_use:
+        archive = str(image_archive(layout, image))
         steps.append(Step(
             "command", f"load image {image} into the kind nodes"
             + ("" if image in built else " (when present in the local Docker; otherwise the node pulls it)"),
             "images", id=f"load-{image}", argv=("kind", "load", "docker-image", image, "--name", layout.name),
-            params={"image": image}, timeout_s=900.0, when=None if image in built else "image-present",
+            params={"image": image, "archive": archive}, timeout_s=900.0,
+            when=None if image in built else "image-present",
+            fallback=(("docker", "save", image, "-o", archive),
+                      ("kind", "load", "image-archive", archive, "--name", layout.name)),
         ))
     return steps
 
@@ -348,7 +377,41 @@ def deploy_steps(spec: ExperimentSpec, namespace: str, objects: Sequence[Mapping
                     f"{spec.apex_service}.{namespace}.svc.{cluster_domain} with matching dstOverrides")
         steps.append(Step("wait", text, "deploy", id="split", objects=(obj,), namespace=namespace,
                           wait_for="split", params={"cluster_domain": cluster_domain}, timeout_s=timeout_s))
+        steps.append(converge_step(spec, namespace, obj, timeout_s=timeout_s, cluster_domain=cluster_domain,
+                                   phase="deploy"))
     return steps
+
+
+def converge_step(spec: ExperimentSpec, namespace: str, split: Mapping[str, Any], *, timeout_s: float,
+                  cluster_domain: str = "cluster.local", phase: str = "deploy") -> Step:
+    """The convergence gate (``_converge``): the control plane serves the declared weights."""
+    declared = ", ".join(f"{k}={v}" for k, v in spec.rendered_weights().items())
+    if split.get("kind") == "HTTPRoute":
+        how = (f"`linkerd diagnostics policy -n {namespace} svc/{spec.apex_service} {spec.service_port} -o json` "
+               f"shows {ref(split)} with backends {declared} (route status alone has no observedGeneration)")
+    else:
+        how = (f"ServiceProfile {spec.apex_service}.{namespace}.svc.{cluster_domain} dstOverrides carry "
+               f"{declared}")
+    return Step("wait", f"convergence gate: wait until the control plane serves the declared weights: {how}; "
+                "records converged_after_s", phase, id="converge", objects=(split,), namespace=namespace,
+                wait_for="converged", params={"spec": spec, "cluster_domain": cluster_domain}, timeout_s=timeout_s)
+
+
+def weight_change_steps(spec: ExperimentSpec, namespace: str, *, timeout_s: float,
+                        cluster_domain: str = "cluster.local", phase: str = "chaos") -> list[Step]:
+    """What ``set_weights``/``restore`` run: re-apply the split, wait for its status, then the gate.
+
+    The split is the experiment's own: the kit's rendering, or the user's object with new weights."""
+    from .._from_manifests import experiment_split_object
+
+    obj = experiment_split_object(spec, namespace)
+    return [
+        Step("apply", f"apply {obj['kind']} {name_of(obj)} with weights {dict(spec.rendered_weights())}", phase,
+             id="weights", objects=(obj,), namespace=namespace),
+        Step("wait", f"wait for {ref(obj)} to be accepted", phase, id="weights-split", objects=(obj,),
+             namespace=namespace, wait_for="split", params={"cluster_domain": cluster_domain}, timeout_s=timeout_s),
+        converge_step(spec, namespace, obj, timeout_s=timeout_s, cluster_domain=cluster_domain, phase=phase),
+    ]
 
 
 def load_steps(spec: ExperimentSpec, namespace: str, plan: LoadPlan, *, image: str, job_name: str,
@@ -428,6 +491,10 @@ def plan(backend: str, spec: ExperimentSpec, settings: ClusterSettings, *, names
         raise UsageError(f"plan is for the cluster backends (kind, existing), not {backend!r}")
     spec.check_backend(backend)
     check_spec_against_linkerd(spec, settings)
+    if backend == "existing":
+        if not settings.context:
+            raise UsageError("the existing backend needs a kubeconfig context (settings.context)")
+        spec = existing_images(spec, settings)
     ns = namespace or spec.default_namespace
     objects = experiment_objects(spec, ns)
     load_plan = LoadPlan.from_spec(spec)
@@ -442,11 +509,11 @@ def plan(backend: str, spec: ExperimentSpec, settings: ClusterSettings, *, names
             steps += smi_steps(layout, settings)
         steps += marker_steps(layout, settings, smi_installed=needs_smi(spec))
     else:
-        if not settings.context:
-            raise UsageError("the existing backend needs a kubeconfig context (settings.context)")
         steps += existing_check_steps(spec, settings, ns)
     steps += deploy_steps(spec, ns, objects, run_id=run_id, timeout_s=settings.ready_timeout_s)
     steps += load_steps(spec, ns, load_plan, image=settings.load_image, job_name="abtraffic-load-1", run_id=run_id)
+    # A weight change (a scenario's set_weights, and restore() after it) re-runs the gate each time.
+    steps += weight_change_steps(spec, ns, timeout_s=60.0, phase="on each weight change (set_weights, restore)")
     steps += teardown_steps(ns, run_id=run_id, guarded=True)
     if backend == "kind":
         steps += kind_cleanup_steps(kind_layout(settings), settings)
@@ -457,6 +524,17 @@ def _quote(arg: str) -> str:
     if arg and all(c.isalnum() or c in "-_./:=@,+{}" for c in arg):
         return arg
     return "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
+def _images_of(objects: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Container images of the workload objects (Deployments, Jobs), in order, once each."""
+    out: list[str] = []
+    for obj in objects:
+        pod = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in list(pod.get("initContainers") or []) + list(pod.get("containers") or []):
+            if c.get("image") and c["image"] not in out:
+                out.append(str(c["image"]))
+    return out
 
 
 def format_plan(steps: Sequence[Step]) -> str:
@@ -480,6 +558,9 @@ def format_plan(steps: Sequence[Step]) -> str:
             where = f" -n {step.namespace}" if step.namespace else ""
             lines.append(f"       objects{where}: " + ", ".join(ref(o) for o in step.objects))
         if step.kind == "apply":
+            images = _images_of(step.objects)
+            if images:
+                lines.append("       images: " + ", ".join(images))
             for obj in step.objects:
                 if obj.get("kind") == "Job":
                     pod = obj["spec"]["template"]
@@ -488,6 +569,9 @@ def format_plan(steps: Sequence[Step]) -> str:
                     notes = ", ".join(f"{k}: {v}" for k, v in (pod["metadata"].get("annotations") or {}).items())
                     lines.append(f"       pod annotations: {notes}")
                     lines.append(f"       runs ({container['image']}): {cmd[:300]}{' ...' if len(cmd) > 300 else ''}")
+        if step.fallback:
+            lines.append("       if that fails (kind#3795, containerd image store):")
+            lines.extend(f"       $ {' '.join(_quote(a) for a in argv)}" for argv in step.fallback)
         if step.when:
             lines.append(f"       only when: {step.when}")
         if step.downloads:
@@ -502,6 +586,20 @@ def format_plan(steps: Sequence[Step]) -> str:
 CheckFn = Callable[[Step], None]
 
 
+def _pod_watch(api: KubeApi, namespace: str, step: Step, obj: Mapping[str, Any]) -> PodFailureWatch | None:
+    """The pods a wait depends on, watched for image-pull and crash-loop failures."""
+    labels: Mapping[str, Any] = {}
+    if step.wait_for == "rollout":
+        labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    elif step.wait_for == "endpoints":
+        labels = (obj.get("spec") or {}).get("selector") or {}
+    elif step.wait_for == "load-exit":
+        labels = {"job-name": name_of(obj)}
+    if not labels:
+        return None
+    return PodFailureWatch(api, namespace, selector_string({str(k): str(v) for k, v in labels.items()}))
+
+
 class StepExecutor:
     """Runs steps: commands with ``_proc.run`` (or an injected runner), the rest with the client.
 
@@ -511,7 +609,7 @@ class StepExecutor:
 
     def __init__(self, *, runner: Runner = default_run, api_factory: Callable[[], KubeApi] | None = None,
                  checks: Mapping[str, CheckFn] | None = None, log: Callable[[str], None] | None = None,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, policy_query: PolicyQuery | None = None) -> None:
         self._runner = runner
         self._api_factory = api_factory
         self._api: KubeApi | None = None
@@ -520,6 +618,9 @@ class StepExecutor:
         self._interval_s = interval_s
         self.outputs: dict[str, str] = {}
         self.history: list[Step] = []
+        self._policy_query = policy_query
+        #: The last convergence gate's outcome (declared and programmed weights, converged_after_s).
+        self.convergence: Convergence | None = None
 
     @property
     def api(self) -> KubeApi:
@@ -566,9 +667,27 @@ class StepExecutor:
                 raise BackendError(f"step {step.id!r} reads the output of {step.stdin_from!r}, which has not run")
             input_text = self.outputs[step.stdin_from]
         env = {**os.environ, **dict(step.env)} if step.env else None
+        if step.fallback:
+            self._command_with_fallback(step, env)
+            return
         done = self._runner(list(step.argv), timeout=step.timeout_s, input_text=input_text, env=env)
         if step.capture:
             self.outputs[step.id] = done.stdout
+
+    def _command_with_fallback(self, step: Step, env: Mapping[str, str] | None) -> None:
+        try:
+            self._runner(list(step.argv), timeout=step.timeout_s, env=env)
+            return
+        except CommandError as exc:
+            self._log(f"  {' '.join(step.argv[:3])} failed ({exc}); trying: "
+                      + " && ".join(" ".join(a) for a in step.fallback))
+        archive = step.params.get("archive")
+        try:
+            for argv in step.fallback:
+                self._runner(list(argv), timeout=step.timeout_s, env=env)
+        finally:
+            if archive:
+                Path(str(archive)).unlink(missing_ok=True)
 
     def _delete(self, step: Step, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}
@@ -586,6 +705,14 @@ class StepExecutor:
 
     def _wait(self, step: Step) -> None:
         api, ns = self.api, step.namespace or ""
+        if step.wait_for == "converged":
+            gate = ConvergenceGate(api, ns, policy_query=self._policy_query,
+                                   cluster_domain=str(step.params.get("cluster_domain", "cluster.local")),
+                                   interval_s=self._interval_s)
+            self.convergence = gate.wait(step.params["spec"], step.objects[0], timeout_s=step.timeout_s)
+            self._log(f"  converged after {self.convergence.converged_after_s:g}s: programmed "
+                      f"{dict(self.convergence.programmed or {})}")
+            return
         for obj in step.objects:
             name = name_of(obj)
             check: Callable[[], Readiness]
@@ -614,7 +741,8 @@ class StepExecutor:
             else:
                 raise BackendError(f"unknown wait {step.wait_for!r}")
             wait_until(check, what=ref(obj), timeout_s=step.timeout_s, api=api, namespace=ns,
-                       involved=[name, name.split(".")[0]], interval_s=self._interval_s)
+                       involved=[name, name.split(".")[0]], interval_s=self._interval_s,
+                       watch=_pod_watch(api, ns, step, obj))
 
 
 __all__ = [
@@ -625,15 +753,17 @@ __all__ = [
     "Step",
     "StepExecutor",
     "check_spec_against_linkerd",
+    "converge_step",
     "deploy_steps",
     "existing_check_steps",
+    "existing_images",
     "format_plan",
+    "image_archive",
     "image_steps",
     "images_in_use",
     "kind_cleanup_steps",
     "kind_cluster_steps",
     "kind_layout",
-    "kit_root",
     "load_steps",
     "marker_object",
     "marker_steps",
@@ -643,4 +773,5 @@ __all__ = [
     "prereq_steps",
     "smi_steps",
     "teardown_steps",
+    "weight_change_steps",
 ]

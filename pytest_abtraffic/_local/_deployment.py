@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._backend import CLEAR_FAULTS, BackendCounters, FaultSettings, teardown_all
 from .._errors import BackendError
+from .._result import ServedWeights
 from ._control import ProxyProcess
 from ._proxy import AccrualConfig, ProxyConfig, RetryConfig
 from ._supervisor import (
@@ -152,6 +153,14 @@ class LocalDeployment:
         self._check_live()
         self._spec.variant(variant)
         self.supervisor.set_fault(variant, fault.to_json())
+
+    def served_weights(self) -> ServedWeights:
+        """Declared (the spec) vs programmed (what the proxy's control API says it routes by)."""
+        declared = {name: float(w) for name, w in self._spec.exact_weights().items()}
+        state = self.proxy.state()
+        programmed = {str(k): float(v) for k, v in dict(state.get("weights") or {}).items()}
+        # The local proxy applies a weight change synchronously (PUT /weights answers after it).
+        return ServedWeights(declared, programmed, "local proxy control API (GET /state)", 0.0)
 
     def set_weights(self, weights: Mapping[str, int | str]) -> None:
         self._check_live()

@@ -515,6 +515,33 @@ def _mesh_section(result: ExperimentResult) -> str:
             + "</section>")
 
 
+def _weights_section(result: ExperimentResult) -> str:
+    """Declared (the objects) vs programmed (what the mesh serves) vs observed shares, side by side."""
+    w = result.weights
+    if w is None:
+        return ('<section id="weights"><h2>Declared, programmed and observed weights</h2>'
+                '<p class="muted" id="weights-empty" data-testid="weights-empty">'
+                "The backend did not report what the mesh serves.</p></section>")
+    observed = result.observed_shares()
+    declared_total = sum(w.declared.values()) or 1.0
+    programmed_total = sum((w.programmed or {}).values()) or 1.0
+    names = list(dict.fromkeys([*w.declared, *(w.programmed or {}), *observed]))
+    rows = []
+    bad = set()
+    for i, name in enumerate(names):
+        d = w.declared.get(name, 0.0) / declared_total
+        p = (w.programmed or {}).get(name, 0.0) / programmed_total if w.programmed is not None else None
+        if p is not None and abs(p - d) > 1e-9:
+            bad.add(i)
+        rows.append((name, pct(d), pct(p) if p is not None else "unknown", pct(observed.get(name, 0.0))))
+    after = f"; converged after {fmt_num(w.converged_after_s)} s" if w.converged_after_s is not None else ""
+    return ('<section id="weights"><h2>Declared, programmed and observed weights</h2>'
+            + _table("weights", f"Declared: the split objects; programmed: {w.source}{after}; observed: share of "
+                     "successful responses.", ("variant", "declared", "programmed", "observed"), rows,
+                     numeric={1, 2, 3}, bad_rows=bad)
+            + "</section>")
+
+
 def _notes_section(result: ExperimentResult) -> str:
     if not result.notes:
         return ""
@@ -554,6 +581,7 @@ def render_html(result: ExperimentResult) -> str:
         "<main>",
         _overview(result),
         _split_section(result, views, colors),
+        _weights_section(result),
         '<section id="share"><h2>Share over time</h2>',
         _figure(share_plot(result, buckets, bucket_s), _share_caption(result, bucket_text)),
         "</section>",

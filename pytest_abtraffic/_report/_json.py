@@ -232,6 +232,17 @@ RESULT_SCHEMA: dict[str, Any] = {
         "mesh_counters": {"type": "object", "additionalProperties": _REF["mesh_counters"]},
         "load": _REF["load"],
         "notes": _REF["strings"],
+        "weights": _d({"anyOf": [{"type": "null"}, _obj({
+            "declared": _d({"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                           "Weights the split objects declare."),
+            "programmed": _d({"anyOf": [{"type": "null"},
+                                        {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}]},
+                             "Weights the mesh serves (control plane policy, or the local proxy), null if unknown."),
+            "source": {"type": "string"},
+            "converged_after_s": {"anyOf": [{"type": "null"}, _REF["seconds"]]},
+            "observed": _d({"type": "object", "additionalProperties": _REF["share"]},
+                           "Share of successful responses per version."),
+        })]}, "Declared vs programmed vs observed weights (null when the backend cannot tell)."),
     }),
     "$defs": _DEFS,
 }

@@ -50,6 +50,16 @@ def format_experiment(result: ExperimentResult) -> str:
         f"{result.split_api}; {len(load.records):,} requests in {load.duration_s:.1f} s ({rps:,.0f} rps)",
         _INDENT + verdict_line(result),
     ]
+    if result.weights is not None:
+        w = result.weights
+        observed = result.observed_shares()
+
+        def fmt(weights: Mapping[str, float] | None) -> str:
+            return "unknown" if weights is None else ", ".join(f"{k}={v:g}" for k, v in weights.items())
+
+        after = f", converged after {w.converged_after_s:g} s" if w.converged_after_s is not None else ""
+        lines.append(f"{_INDENT}weights: declared {fmt(w.declared)}; programmed {fmt(w.programmed)} "
+                     f"({w.source}{after}); observed {', '.join(f'{k}={pct(v)}' for k, v in observed.items()) or '-'}")
     split = split_view(result)
     interval = f"{_conf(split.confidence)} interval" if split is not None else "interval"
     header = ("variant", "weight", "observed", interval, "p-value", "within", "p50 ms", "p99 ms", "errors")

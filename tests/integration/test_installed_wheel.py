@@ -9,6 +9,7 @@ first test against it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -184,3 +185,84 @@ def test_wheel_verifies_a_live_target_read_only(installed_venv: Path, tmp_path: 
                            str(config)], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "target ok" in proc.stdout
+
+
+# -- the cluster plans from the installed wheel: no image of the kit's own that nobody publishes --------
+
+_EXACT_TAG = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[0-9]+\.[0-9]+\.[0-9]+[A-Za-z0-9._-]*|:v[0-9]+\.[0-9]+\.[0-9]+)"
+                        r"(@sha256:[0-9a-f]{64})?$")
+
+
+def _plan_images(text: str) -> tuple[dict[str, Path], set[str]]:
+    """(built image -> build context, every image the plan uses) parsed from ``abtraffic plan``."""
+    built: dict[str, Path] = {}
+    used: set[str] = set()
+    for line in text.splitlines():
+        words = line.split()
+        if line.lstrip().startswith("$ docker build"):
+            tag = words[words.index("-t") + 1]
+            built[tag] = Path(words[-1])
+            used.add(tag)
+        elif line.lstrip().startswith("$ kind load docker-image"):
+            used.add(words[4])
+        elif line.lstrip().startswith("$ kind create cluster"):
+            used.add(words[words.index("--image") + 1])
+        elif line.lstrip().startswith("images:"):
+            used.update(i.strip() for i in line.split(":", 1)[1].split(","))
+        elif line.lstrip().startswith("runs ("):
+            used.add(line.split("(", 1)[1].split(")", 1)[0])
+    return built, used
+
+
+def _check_images(text: str, package_dir: Path) -> set[str]:
+    built, used = _plan_images(text)
+    assert used, text
+    for image in used:
+        if image in built:
+            context = built[image]
+            # Built from the files the installed wheel carries, not from a checkout.
+            assert context.is_relative_to(package_dir / "_bundled"), (image, context)
+            assert str(REPO) not in str(context)
+            froms = [ln.split()[1] for ln in (context / "Dockerfile").read_text().splitlines()
+                     if ln.startswith("FROM ")]
+            assert froms and all(_EXACT_TAG.match(f) for f in froms), froms
+        else:
+            assert not image.startswith("pytest-abtraffic/"), f"{image}: the kit's own image, never built"
+            assert _EXACT_TAG.match(image), f"{image} is not pinned to an exact version"
+            assert not image.endswith(":latest")
+    return used
+
+
+def test_installed_wheel_cluster_plans_use_only_built_or_pinned_public_images(installed_venv: Path,
+                                                                            tmp_path: Path) -> None:
+    abtraffic = str(installed_venv / "bin" / "abtraffic")
+    where = subprocess.run([str(installed_venv / "bin" / "python"), "-c",
+                            "import pytest_abtraffic, pathlib; print(pathlib.Path(pytest_abtraffic.__file__).parent)"],
+                           cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60, check=True)
+    package_dir = Path(where.stdout.strip())
+    assert str(REPO) not in str(package_dir)
+
+    kind = subprocess.run([abtraffic, "plan", "--backend", "kind"], cwd=tmp_path, env=_clean_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert kind.returncode == 0, kind.stderr
+    used = _check_images(kind.stdout, package_dir)
+    assert "locustio/locust:2.47.0" in used and "pytest-abtraffic/ai-model:0.1.0" in used
+
+    refused = subprocess.run([abtraffic, "plan", "--backend", "existing", "--context", "dev"], cwd=tmp_path,
+                             env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "pytest-abtraffic/ai-model:0.1.0" in refused.stderr and "docker push" in refused.stderr
+    assert str(package_dir / "_bundled" / "fixtures") in refused.stderr  # the build context the wheel carries
+
+    existing = subprocess.run([abtraffic, "plan", "--backend", "existing", "--context", "dev",
+                               "--model-image", "registry.example/team/ai-model:0.1.0"], cwd=tmp_path,
+                              env=_clean_env(), capture_output=True, text=True, timeout=60)
+    assert existing.returncode == 0, existing.stderr
+    used = _check_images(existing.stdout, package_dir)
+    assert used == {"registry.example/team/ai-model:0.1.0", "locustio/locust:2.47.0"}
+    assert "$ docker" not in existing.stdout and "$ kind" not in existing.stdout
+
+    # The check itself fails on what the issue reported (an unbuilt kit image) and on unpinned images.
+    for bad in ("runs (pytest-abtraffic/load:0.1.0): python", "images: python:latest", "images: locustio/locust"):
+        with pytest.raises(AssertionError):
+            _check_images(bad, package_dir)

@@ -505,3 +505,51 @@ def test_reference_model_server_when_available() -> None:
             proc.stderr.close()
     assert result.failures() == {}
     assert result.counts() == {"v1": result.requests}
+
+
+# -- the load pod's code, as the ConfigMap lays it out (no kit installed, no kit image) --------------
+
+_POD_RUNNER = r'''
+import importlib.abc, runpy, sys
+FORBIDDEN = {"httpx", "yaml", "kubernetes", "uvicorn", "filelock", "pytest", "_pytest", "jsonschema"}
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in FORBIDDEN:
+            raise ImportError(f"the load pod has no {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.argv = ["incluster", *sys.argv[1:]]
+runpy.run_module("pytest_abtraffic._load.incluster", run_name="__main__")
+'''
+
+
+def test_pod_code_from_the_configmap_runs_the_load_without_the_kit(server: TinyServer, tmp_path: Path) -> None:
+    """The load Job's ConfigMap items, written out as the kubelet mounts them, run the load with only
+    the standard library and Locust importable (the official Locust image has nothing else)."""
+    from pytest_abtraffic._cluster._loadjob import CONFIG_MOUNT, load_job_objects
+    from pytest_abtraffic._spec import default_spec
+
+    spec = default_spec()
+    plan = LoadPlan(users=2, max_requests=60, duration_s=20)
+    _, config_map, job = load_job_objects(spec, "abt", plan, job_name="j", image="locustio/locust:2.47.0")
+    mount = tmp_path / "etc-abtraffic"
+    volume = next(v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
+    for item in volume["configMap"]["items"]:
+        target = mount / item["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(config_map["data"][item["key"]])
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    pythonpath = next(e["value"] for e in container["env"] if e["name"] == "PYTHONPATH")
+    code = mount / Path(pythonpath).relative_to(CONFIG_MOUNT)
+    env = {**os.environ, "PYTHONPATH": str(code), "PYTHONDONTWRITEBYTECODE": "1"}
+    probe = subprocess.run([sys.executable, "-c", "import pytest_abtraffic._load.incluster as m; print(m.__file__)"],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+    assert probe.stdout.strip().startswith(str(code)), "the kit under test, not the mounted code, was imported"
+    out = subprocess.run([sys.executable, "-c", _POD_RUNNER, "--host", server.url,
+                          "--plan", json.dumps(plan.to_dict()), "--workdir", str(tmp_path / "work")],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = parse_records_from_log(out.stdout)
+    assert result.requests >= 60 and set(result.counts()) == {"v1", "v2"}

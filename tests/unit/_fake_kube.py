@@ -52,6 +52,12 @@ class FakeKube:
         self.pods_meshed = pods_meshed
         self.exec_calls: list[tuple[str, list[str]]] = []
         self.closed = False
+        # The policy controller's view (``policy_json``): weights served per route; ``policy_stale``
+        # queries still get the previous weights; ``served_override`` is served instead of the route's.
+        self.served: dict[tuple[str, str], dict[str, int]] = {}
+        self.policy_stale = 0
+        self.served_override: dict[str, int] | None = None
+        self.policy_queries: list[tuple[str, str, int]] = []
         for obj in objects or []:
             self.put(obj)
 
@@ -99,10 +105,11 @@ class FakeKube:
             self._make_pods(obj, int(obj["spec"].get("replicas", 1)), 0)
         elif kind == "HTTPRoute":
             meta["generation"] = meta.get("generation", 0) + 1
+            # Like Linkerd's policy controller: conditions without observedGeneration (linkerd2 edge-25.4.4
+            # policy-controller/k8s/status/src/index.rs, accepted() and resolved_refs()).
             obj["status"] = {"parents": [{"controllerName": "linkerd.io/policy-controller",
                                           "parentRef": obj["spec"]["parentRefs"][0],
-                                          "conditions": [{"type": t, "status": "True", "reason": t,
-                                                          "observedGeneration": meta["generation"]}
+                                          "conditions": [{"type": t, "status": "True", "reason": t}
                                                          for t in ("Accepted", "ResolvedRefs")]}]}
         elif kind == "TrafficSplit":
             apex = obj["spec"]["service"]
@@ -122,6 +129,53 @@ class FakeKube:
                       "status": {"phase": "Succeeded", "containerStatuses": [
                           {"name": c["name"], "state": {"terminated": {"exitCode": 0}}} for c in containers]}})
             obj["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+
+    def policy_json(self, namespace: str, service: str, port: int) -> str:
+        """``linkerd diagnostics policy -n NS svc/SERVICE PORT -o json`` as linkerd2 edge-25.4.4 prints it:
+        ``encoding/json`` of ``outbound.OutboundPolicy`` (linkerd2-proxy-api v0.16.0 ``proto/outbound.proto``;
+        oneofs as ``{"Kind": {"<Field>": ...}}``, weight 0 omitted), built like the policy controller does
+        (``policy-controller/grpc/src/outbound.rs``, ``outbound/http.rs``)."""
+        import json
+
+        self.policy_queries.append((namespace, service, port))
+
+        def resource(**fields: Any) -> dict[str, Any]:
+            return {"Kind": {"Resource": {k: v for k, v in fields.items() if v not in (None, "", 0)}}}
+
+        routes = []
+        for (kind, ns, name), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0])):
+            if kind != "HTTPRoute" or ns != namespace:
+                continue
+            if not any(p.get("name") == service for p in obj["spec"].get("parentRefs") or []):
+                continue
+            current = {b["name"]: int(b.get("weight", 1)) for b in obj["spec"]["rules"][-1]["backendRefs"]}
+            if self.policy_stale > 0:
+                self.policy_stale -= 1
+            else:
+                self.served[(ns, name)] = current
+            weights = self.served_override or self.served.get((ns, name))
+            if weights is None:
+                continue
+            backends = [{"backend": {"backend": {
+                "metadata": resource(group="core", kind="Service", name=svc, namespace=ns, port=port),
+                "queue": {"capacity": 100, "failfast_timeout": {"seconds": 3}},
+                "Kind": {"Balancer": {"discovery": {"Kind": {"Dst": {"path": f"{svc}.{ns}.svc.cluster.local:{port}"}}},
+                                      "Load": {"PeakEwma": {"default_rtt": {"nanos": 30000000},
+                                                            "decay": {"seconds": 10}}}}}}},
+                **({"weight": w} if w else {})} for svc, w in weights.items()]
+            routes.append({"metadata": resource(group=obj["apiVersion"].split("/")[0], kind="HTTPRoute", name=name,
+                                                namespace=ns),
+                           "rules": [{"matches": [{"path": {"Kind": {"Prefix": "/"}}}],
+                                      "backends": {"Kind": {"RandomAvailable": {"backends": backends}}},
+                                      "timeouts": {}}]})
+        if not routes:
+            routes = [{"metadata": {"Kind": {"Default": "http"}}, "rules": [{"backends": {"Kind": {"FirstAvailable": {
+                "backends": [{"backend": {"metadata": resource(group="core", kind="Service", name=service,
+                                                               namespace=namespace, port=port)}}]}}}}]}]
+        policy = {"protocol": {"Kind": {"Detect": {"timeout": {"seconds": 10}, "opaque": {"routes": []},
+                                                   "http1": {"routes": routes}, "http2": {"routes": routes}}}},
+                  "metadata": resource(group="core", kind="Service", name=service, namespace=namespace, port=port)}
+        return json.dumps(policy, indent=2)
 
     # -- KubeApi --------------------------------------------------------------------------------------
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:

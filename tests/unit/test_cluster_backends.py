@@ -51,10 +51,15 @@ def cluster(tmp_path: Path) -> tuple[FakeKube, Path]:
     return fake, write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
 
 
+# The reference model image as a user pushed it: an existing cluster cannot pull the unpublished one.
+PUSHED = "registry.example/ai-model:0.1.0"
+
+
 def make(fake: FakeKube, config: Path, tmp_path: Path, **changes: Any) -> ExistingClusterBackend:
+    changes.setdefault("model_image", PUSHED)
     settings = ClusterSettings(kubeconfig=str(config), context="dev", report_dir=str(tmp_path / "report"),
                                ready_timeout_s=5.0, **changes)
-    return ExistingClusterBackend(settings, default_spec(), api_factory=Factory(fake))
+    return ExistingClusterBackend(settings, default_spec(), api_factory=Factory(fake), policy_query=fake.policy_json)
 
 
 def test_protocols(cluster: tuple[FakeKube, Path], tmp_path: Path) -> None:

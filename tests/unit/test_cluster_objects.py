@@ -30,7 +30,8 @@ SPLITS = ("smi-v1alpha1", "smi-v1alpha2", "httproute")
 
 def applied_objects(backend: str, split_api: str, **spec_changes: Any) -> list[dict[str, Any]]:
     spec = default_spec(split_api=split_api, **spec_changes)
-    steps = plan(backend, spec, ClusterSettings(context="dev", work_dir="/tmp/abt-test-unused"))
+    steps = plan(backend, spec, ClusterSettings(context="dev", work_dir="/tmp/abt-test-unused",
+                                                model_image="registry.example/ai-model:0.1.0"))
     return [dict(o) for s in steps if s.kind == "apply" for o in s.objects]
 
 
@@ -76,7 +77,7 @@ def test_load_job_with_payloads_and_locustfile_validates(tmp_path: Path) -> None
 def test_load_job_shape() -> None:
     spec = default_spec()
     plan_ = LoadPlan.from_spec(spec, duration_s=30.0, max_requests=2000)
-    job = load_job_objects(spec, "abt-q", plan_, job_name="abtraffic-load-1", image="pytest-abtraffic/load:0.1.0")[2]
+    job = load_job_objects(spec, "abt-q", plan_, job_name="abtraffic-load-1", image="locustio/locust:2.47.0")[2]
     tmpl = job["spec"]["template"]
     assert job["spec"]["backoffLimit"] == 0  # a retried run would count twice
     assert tmpl["spec"]["restartPolicy"] == "Never"
@@ -152,17 +153,61 @@ def test_kind_cluster_config() -> None:
     assert "name" not in doc  # the name comes from --name
 
 
-def test_load_dockerfile() -> None:
-    text = (ROOT / "Dockerfile.load").read_text()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    assert lines[0] == "FROM python:3.11-slim"
-    user = [ln for ln in lines if ln.startswith("USER ")]
+def test_reference_model_dockerfile_pins_its_base_image() -> None:
+    """The one image the kit builds (from files the wheel carries) starts from an exact Python release."""
+    from pytest_abtraffic._resources import fixtures_dir
+
+    text = (fixtures_dir() / "Dockerfile").read_text()
+    froms = [ln.split()[1] for ln in text.splitlines() if ln.startswith("FROM ")]
+    assert froms and all(re.fullmatch(r"python:3\.\d+\.\d+-slim(@sha256:[0-9a-f]{64})?", f) for f in froms), froms
+    user = [ln for ln in text.splitlines() if ln.startswith("USER ")]
     assert len(user) == 1 and re.fullmatch(r"USER [1-9]\d*:[1-9]\d*", user[0])
-    assert lines[-1] == 'ENTRYPOINT ["python", "-m", "pytest_abtraffic._load.incluster"]'
-    assert any(ln.startswith("RUN pip install") and "/src" in ln for ln in lines)
     assert "curl" not in text and "wget" not in text  # nothing but pip downloads at build time
-    ignore = (ROOT / "Dockerfile.load.dockerignore").read_text()
-    assert "!pytest_abtraffic" in ignore.splitlines() and "!pyproject.toml" in ignore.splitlines()
+
+
+def test_load_runs_on_the_official_locust_image_at_the_required_version() -> None:
+    """No image of the kit's own: ``locustio/locust`` (Locust docs, "Running in Docker") at the version
+    the kit is tested with, which must satisfy the kit's own ``locust`` requirement."""
+    import tomllib
+
+    from pytest_abtraffic._cluster._podcode import LOCUST_IMAGE, LOCUST_VERSION
+    from pytest_abtraffic._cluster._settings import LOAD_IMAGE
+
+    assert LOAD_IMAGE == LOCUST_IMAGE == f"locustio/locust:{LOCUST_VERSION}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", LOCUST_VERSION)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    req = next(d for d in deps if re.match(r"locust\b", d))
+    low = re.search(r">=\s*([\d.]+)", req)
+    assert low is not None
+    as_tuple = lambda v: tuple(int(p) for p in v.split("."))  # noqa: E731
+    assert as_tuple(LOCUST_VERSION) >= as_tuple(low[1])
+    high = re.search(r"<\s*([\d.]+)", req)
+    assert high is None or as_tuple(LOCUST_VERSION) < as_tuple(high[1])
+    job = load_job_objects(default_spec(), "abt", LoadPlan.from_spec(default_spec()), job_name="j",
+                           image=ClusterSettings().load_image)[2]
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == LOCUST_IMAGE
+
+
+def test_pod_code_imports_only_the_standard_library_and_locust() -> None:
+    from pytest_abtraffic._cluster import _podcode
+
+    assert _podcode.check_pod_imports() == []
+    files = _podcode.pod_code()
+    assert all(re.fullmatch(r"[-._a-zA-Z0-9]+", key) for key in files)  # ConfigMap key syntax
+    paths = {path for path, _ in files.values()}
+    assert "code/pytest_abtraffic/_cluster/_jobentry.py" in paths and "code/pytest_abtraffic/__init__.py" in paths
+
+
+def test_pod_import_check_can_fail(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pytest_abtraffic._cluster import _podcode
+
+    (tmp_path / "_load").mkdir()
+    (tmp_path / "_load" / "x.py").write_text("import httpx\nfrom .._spec import ExperimentSpec\nimport locust\n")
+    monkeypatch.setattr(_podcode, "_PACKAGE", tmp_path)
+    monkeypatch.setattr(_podcode, "POD_MODULES", ("_load/x.py",))
+    problems = _podcode.check_pod_imports()
+    assert any("httpx" in p for p in problems) and any("pytest_abtraffic._spec" in p for p in problems)
+    assert not any("locust" in p for p in problems)
 
 
 # -- the Job's entry: metrics read from inside the pod, then the proxy is told to shut down ---------------

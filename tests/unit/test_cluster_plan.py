@@ -26,6 +26,7 @@ from pytest_abtraffic._cluster._plan import (
     mesh_steps,
     smi_steps,
 )
+from pytest_abtraffic._cluster._podcode import LOCUST_IMAGE
 from pytest_abtraffic._cluster._settings import GATEWAY_API_URL, KIND_NODE_IMAGE, parse_linkerd_version
 from pytest_abtraffic._errors import BackendError, UsageError
 from pytest_abtraffic._spec import REFERENCE_IMAGE, default_spec
@@ -120,7 +121,7 @@ def test_linkerd_smi_only_for_smi(settings: ClusterSettings) -> None:
 
 @pytest.mark.parametrize(("version", "explicit"), [
     ("edge-25.4.4", True), ("edge-25.4.1", True), ("edge-25.9.4", True), ("edge-26.6.3", True),
-    ("edge-25.3.4", False), ("edge-24.11.8", False), ("stable-2.14.10", False), ("stable-2.18.0", True),
+    ("edge-25.3.3", False), ("edge-24.11.8", False), ("stable-2.14.10", False),
 ])
 def test_gateway_api_crds_only_for_versions_that_need_them(tmp_path: Path, version: str, explicit: bool) -> None:
     s = ClusterSettings(linkerd_version=version, work_dir=str(tmp_path))
@@ -129,6 +130,35 @@ def test_gateway_api_crds_only_for_versions_that_need_them(tmp_path: Path, versi
     crds = next(st for st in steps if st.id == "linkerd-crds")
     assert ("installGatewayAPI=true" in crds.argv) is explicit
     assert not any(st.downloads for st in steps)  # never a download unless opted in
+
+
+def test_edge_25_3_4_needs_the_gateway_api_crds_installed_first(tmp_path: Path) -> None:
+    """linkerd2 edge-25.3.4 ``cli/cmd/install.go`` ``renderCRDs``: with no Gateway API CRDs on the
+    cluster it returns "The Gateway API CRDs must be installed prior to installing Linkerd" whatever
+    the values say; ``validateFinalValues`` (honouring ``installGatewayAPI=true``) arrives in
+    edge-25.4.1; edge-25.3.3 still renders them by default."""
+    assert parse_linkerd_version("edge-25.3.4").gateway_api_explicit
+    assert not parse_linkerd_version("edge-25.3.4").bundles_gateway_api
+    assert parse_linkerd_version("edge-25.4.1").bundles_gateway_api
+    with pytest.raises(UsageError, match=r"installed before `linkerd install --crds`.*gateway_api='upstream'"):
+        ClusterSettings(linkerd_version="edge-25.3.4", work_dir=str(tmp_path))
+    s = ClusterSettings(linkerd_version="edge-25.3.4", gateway_api="upstream", work_dir=str(tmp_path))
+    steps = mesh_steps(kind_layout(s), s)
+    gw = idx(steps, lambda st: st.downloads == GATEWAY_API_URL)
+    crds = idx(steps, lambda st: st.id == "linkerd-crds")
+    assert gw < crds and "installGatewayAPI=true" not in steps[crds].argv
+
+
+@pytest.mark.parametrize("version", ["stable-2.15.0", "stable-2.18.1", "enterprise-2.17.2", "enterprise-2.14.0"])
+def test_vendor_only_releases_are_refused_with_what_to_use(version: str) -> None:
+    """Only edge releases and open-source stable releases up to 2.14 publish CLI binaries
+    (linkerd/linkerd2 GitHub releases); stable-2.15+ and enterprise-* are Buoyant's builds."""
+    with pytest.raises(UsageError, match="vendor build") as info:
+        parse_linkerd_version(version)
+    assert "edge-25.4.4" in str(info.value)
+    with pytest.raises(UsageError, match="vendor build"):
+        ClusterSettings(linkerd_version=version)
+    assert parse_linkerd_version("stable-2.14.10").minor == 14
 
 
 def test_upstream_gateway_api_is_an_opt_in_download_before_the_crds(tmp_path: Path) -> None:
@@ -148,7 +178,7 @@ def test_upstream_gateway_api_is_an_opt_in_download_before_the_crds(tmp_path: Pa
 def test_default_plans_download_nothing(settings: ClusterSettings) -> None:
     for spec in (SMI, ROUTE):
         for backend in ("kind", "existing"):
-            s = ClusterSettings(work_dir=settings.work_dir, context="dev")
+            s = ClusterSettings(work_dir=settings.work_dir, context="dev", model_image="registry.example/m:1.0.0")
             assert not any(st.downloads for st in plan(backend, spec, s))
 
 
@@ -173,7 +203,7 @@ def test_load_job_is_meshed_and_aimed_at_the_apex(settings: ClusterSettings) -> 
 
 
 def test_existing_plan_checks_first_and_cleans_only_its_namespace() -> None:
-    s = ClusterSettings(context="prod")
+    s = ClusterSettings(context="prod", model_image="registry.example/m:1.0.0")
     steps = plan("existing", SMI, s, namespace="abt-y", run_id="r1")
     first_write = idx(steps, lambda st: st.kind in ("apply", "delete", "command"))
     checks = [st.check_for for st in steps[:first_write]]
@@ -264,7 +294,7 @@ def test_executor_skips_loading_an_image_that_is_not_local(settings: ClusterSett
                                   default_spec().variants[1].__class__(name="v2", weight=50, image="registry/x:1")))
     layout = kind_layout(settings)
     steps = [s for s in image_steps(layout, spec, ClusterSettings(build_images=False)) if s.when]
-    assert {s.params["image"] for s in steps} == {REFERENCE_IMAGE, "registry/x:1", "pytest-abtraffic/load:0.1.0"}
+    assert {s.params["image"] for s in steps} == {REFERENCE_IMAGE, "registry/x:1", LOCUST_IMAGE}
     runner = RecordingRunner()
 
     def inspect_fails(argv: list[str], **kw: Any) -> Any:
@@ -433,3 +463,73 @@ def test_failed_setup_deletes_the_half_made_cluster(tmp_path: Path, monkeypatch:
     assert len(bundles) == 1 and "control plane pods not ready" in (bundles[0] / "reason.txt").read_text()
     layout_name = kind_layout(settings).name
     assert layout_name in (bundles[0] / "describe.json").read_text()
+
+
+# -- images: nothing of the kit's own to push; kind#3795 fallback; existing refuses the unpublished image --
+
+
+def test_kind_plan_builds_only_from_wheel_files_and_pulls_pinned_public_images(settings: ClusterSettings) -> None:
+    from pytest_abtraffic._resources import fixtures_dir
+
+    steps = plan("kind", ROUTE, settings)
+    builds = [s for s in steps if cmd("docker", "build")(s)]
+    assert [(s.argv[3], s.argv[4]) for s in builds] == [(REFERENCE_IMAGE, str(fixtures_dir()))]
+    job = next(o for s in steps if s.kind == "apply" for o in s.objects if o["kind"] == "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == LOCUST_IMAGE
+    assert "pytest-abtraffic/load" not in format_plan(steps)
+
+
+def test_image_load_falls_back_to_an_archive_when_kind_load_fails(settings: ClusterSettings) -> None:
+    """kind v0.27.0 ``pkg/cmd/kind/load/docker-image/docker-image.go`` imports with
+    ``ctr images import --all-platforms --digests``, which fails on Docker's containerd image store
+    (kubernetes-sigs/kind#3795); ``kind load image-archive`` of a ``docker save`` works."""
+    layout = kind_layout(settings)
+    layout.work_dir.mkdir(parents=True)
+    step = next(s for s in image_steps(layout, ROUTE, settings) if s.id == f"load-{REFERENCE_IMAGE}")
+    archive = step.params["archive"]
+    assert step.fallback == (("docker", "save", REFERENCE_IMAGE, "-o", archive),
+                             ("kind", "load", "image-archive", archive, "--name", layout.name))
+    assert "kind#3795" in format_plan([step]) and "image-archive" in format_plan([step])
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str], **kw: Any) -> Any:
+        from pytest_abtraffic._errors import CommandError
+        from pytest_abtraffic._proc import Completed
+
+        calls.append(argv)
+        if argv[:3] == ["kind", "load", "docker-image"]:
+            raise CommandError(argv, 1, "ctr: content digest sha256:abc: not found")
+        if argv[:2] == ["docker", "save"]:
+            Path(argv[-1]).write_bytes(b"tar")
+        return Completed(tuple(argv), 0, "", "")
+
+    log: list[str] = []
+    StepExecutor(runner=runner, log=log.append).run_step(step)
+    assert [c[:3] for c in calls] == [["kind", "load", "docker-image"], ["docker", "save", REFERENCE_IMAGE],
+                                      ["kind", "load", "image-archive"]]
+    assert any("content digest" in line for line in log)
+    assert not Path(archive).exists()  # the archive is removed afterwards
+
+    def both_fail(argv: list[str], **kw: Any) -> Any:
+        from pytest_abtraffic._errors import CommandError
+
+        raise CommandError(argv, 1, "boom")
+
+    from pytest_abtraffic._errors import CommandError
+
+    with pytest.raises(CommandError, match="docker save"):
+        StepExecutor(runner=both_fail).run_step(step)
+
+
+def test_existing_refuses_the_unpublished_reference_image_naming_how_to_push_it() -> None:
+    s = ClusterSettings(context="prod")
+    with pytest.raises(UsageError) as info:
+        plan("existing", ROUTE, s)
+    text = str(info.value)
+    assert REFERENCE_IMAGE in text and "docker build -t" in text and "docker push" in text
+    assert "--abtraffic-model-image" in text
+    pushed = ClusterSettings(context="prod", model_image="registry.example/ai-model:0.1.0")
+    steps = plan("existing", ROUTE, pushed)
+    images = {c["image"] for st in steps if st.kind == "apply" for o in st.objects if o["kind"] in ("Deployment", "Job")
+              for c in o["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example/ai-model:0.1.0", LOCUST_IMAGE}

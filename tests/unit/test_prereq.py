@@ -37,6 +37,13 @@ class RecordingRunner:
         return Completed(tuple(argv), 0, self.answers.get(tool, ""), "")
 
 
+# The reference model image as a user pushed it (an existing cluster cannot pull the unpublished one).
+PUSHED = "registry.example/ai-model:0.1.0"
+
+
+def dev_settings(config: Path) -> ClusterSettings:
+    return ClusterSettings(kubeconfig=str(config), context="dev", model_image=PUSHED)
+
 GOOD_VERSIONS = {
     "docker": "27.5.1\n",
     "kind": "kind v0.27.0 go1.23.6 linux/amd64\n",
@@ -175,7 +182,7 @@ def test_wrong_context_fails_before_a_client_is_made(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev", "staging"])
     before = config.read_text()
     factory = Factory(FakeKube(linkerd_objects()))
-    settings = ClusterSettings(kubeconfig=str(config), context="prod", work_dir=str(tmp_path / "w"))
+    settings = ClusterSettings(kubeconfig=str(config), context="prod", work_dir=str(tmp_path / "w"), model_image=PUSHED)
     with pytest.raises(PrerequisiteError) as info:
         ExistingClusterBackend(settings, default_spec(), api_factory=factory)
     assert "'prod' not found" in str(info.value)
@@ -205,7 +212,7 @@ def test_missing_linkerd_fails_read_only(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     fake = FakeKube([])  # an empty cluster
     with pytest.raises(PrerequisiteError) as info:
-        ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"), default_spec(),
+        ExistingClusterBackend(dev_settings(config), default_spec(),
                                api_factory=Factory(fake))
     assert "Linkerd is not installed" in str(info.value)
     assert "linkerd install --crds" in str(info.value)
@@ -217,10 +224,10 @@ def test_missing_linkerd_config_map_and_crds(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     only_ns = FakeKube([linkerd_objects()[0]])
     with pytest.raises(PrerequisiteError, match="linkerd/linkerd-config"):
-        ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"), api_factory=Factory(only_ns))
+        ExistingClusterBackend(dev_settings(config), api_factory=Factory(only_ns))
     no_crds = FakeKube(linkerd_objects()[:2])
     with pytest.raises(PrerequisiteError, match=re.escape("servers.policy.linkerd.io")):
-        ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"), api_factory=Factory(no_crds))
+        ExistingClusterBackend(dev_settings(config), api_factory=Factory(no_crds))
     assert only_ns.writes == [] and no_crds.writes == []
 
 
@@ -228,11 +235,11 @@ def test_missing_linkerd_smi_for_an_smi_split(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     fake = FakeKube(linkerd_objects(smi=False))
     with pytest.raises(PrerequisiteError, match="linkerd-smi is not installed"):
-        ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"),
+        ExistingClusterBackend(dev_settings(config),
                                default_spec(split_api="smi-v1alpha2"), api_factory=Factory(fake))
     assert fake.writes == []
     # The same cluster is fine for an HTTPRoute split.
-    ok = ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"), default_spec(),
+    ok = ExistingClusterBackend(dev_settings(config), default_spec(),
                                 api_factory=Factory(FakeKube(linkerd_objects(smi=False))))
     ok.close()
 
@@ -240,7 +247,7 @@ def test_missing_linkerd_smi_for_an_smi_split(tmp_path: Path) -> None:
 def test_smi_checked_again_per_deploy(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     fake = FakeKube(linkerd_objects(smi=False))
-    backend = ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"), default_spec(),
+    backend = ExistingClusterBackend(dev_settings(config), default_spec(),
                                      api_factory=Factory(fake))
     with pytest.raises(PrerequisiteError, match="linkerd-smi"):
         backend.deploy(default_spec(split_api="smi-v1alpha1"), namespace="abt-smi")
@@ -251,7 +258,7 @@ def test_smi_checked_again_per_deploy(tmp_path: Path) -> None:
 def test_gateway_api_v1_required_for_gateway_routes(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     fake = FakeKube(linkerd_objects(gateway_v1=False))
-    backend = ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"),
+    backend = ExistingClusterBackend(dev_settings(config),
                                      api_factory=Factory(fake))
     with pytest.raises(PrerequisiteError, match=re.escape("gateway.networking.k8s.io/v1")):
         backend.deploy(default_spec(), namespace="abt-gw")
@@ -263,7 +270,7 @@ def test_refuses_a_namespace_it_did_not_create(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", ["dev"])
     theirs = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}}
     fake = FakeKube([*linkerd_objects(), theirs])
-    backend = ExistingClusterBackend(ClusterSettings(kubeconfig=str(config), context="dev"),
+    backend = ExistingClusterBackend(dev_settings(config),
                                      api_factory=Factory(fake))
     with pytest.raises(Exception, match="namespace payments already exists"):
         backend.deploy(default_spec(), namespace="payments")
