@@ -32,7 +32,13 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 POD_MODULES: tuple[str, ...] = (
     "_errors.py",
     "_proc.py",
-    "_stats.py",
+    "_stats/__init__.py",
+    "_stats/_common.py",
+    "_stats/_distributions.py",
+    "_stats/_fixed.py",
+    "_stats/_planning.py",
+    "_stats/_sequential.py",
+    "_stats/_units.py",
     "_load/_driver.py",
     "_load/_plan.py",
     "_load/_protocol.py",
@@ -64,11 +70,17 @@ def pod_code() -> dict[str, tuple[str, str]]:
     return out
 
 
-def _imports(text: str, module: str) -> set[str]:
+def _module_name(rel: str) -> str:
+    """``_stats/_fixed.py`` -> ``pytest_abtraffic._stats._fixed``; a package's ``__init__.py`` is the package."""
+    name = "pytest_abtraffic." + rel[:-3].replace("/", ".")
+    return name.removesuffix(".__init__")
+
+
+def _imports(text: str, module: str, *, is_package: bool = False) -> set[str]:
     """Absolute names of the modules ``text`` (the source of ``module``) imports at run time."""
     tree = ast.parse(text)
     found: set[str] = set()
-    package = module.rsplit(".", 1)[0]
+    package = module if is_package else module.rsplit(".", 1)[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             node.body = []  # never imported at run time
@@ -90,13 +102,14 @@ def _imports(text: str, module: str) -> set[str]:
 
 def check_pod_imports() -> list[str]:
     """Imports of the shipped modules that the pod could not satisfy (empty when all is well)."""
-    shipped = {"pytest_abtraffic." + rel[:-3].replace("/", ".") for rel in POD_MODULES}
+    shipped = {_module_name(rel) for rel in POD_MODULES}
     shipped |= {"pytest_abtraffic", "pytest_abtraffic._load", "pytest_abtraffic._cluster"}
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
     problems: list[str] = []
     for rel in POD_MODULES:
-        module = "pytest_abtraffic." + rel[:-3].replace("/", ".")
-        for name in sorted(_imports((_PACKAGE / rel).read_text(encoding="utf-8"), module)):
+        module = _module_name(rel)
+        text = (_PACKAGE / rel).read_text(encoding="utf-8")
+        for name in sorted(_imports(text, module, is_package=rel.endswith("__init__.py"))):
             top = name.split(".")[0]
             if name in shipped or top in stdlib or top in POD_THIRD_PARTY:
                 continue
