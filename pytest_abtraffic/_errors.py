@@ -64,6 +64,10 @@ class FallbackAssertionError(AbTrafficAssertionError):
     """Traffic did not fall back (or recover) as expected. The message holds the timeline."""
 
 
+class RouteMismatchError(AbTrafficAssertionError):
+    """Traffic a header rule matched did not all reach the rule's backend. The message names rule and version."""
+
+
 __all__ = [
     "AbTrafficAssertionError",
     "AbTrafficError",
@@ -73,6 +77,7 @@ __all__ = [
     "LoadError",
     "NotReadyError",
     "PrerequisiteError",
+    "RouteMismatchError",
     "SpecError",
     "SplitMismatchError",
     "UsageError",

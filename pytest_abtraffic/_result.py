@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from ._backend import BackendCounters
     from ._fallback import FallbackReport
     from ._load import LoadResult
+    from ._route_check import RouteReport
     from ._stats import SequentialState, SplitResult
 
 
@@ -34,12 +35,14 @@ class ExperimentResult:
     started_at: str = ""
     duration_s: float = 0.0
     notes: tuple[str, ...] = ()
+    routes: RouteReport | None = None
 
     @property
     def ok(self) -> bool:
         split_ok = self.split is None or self.split.ok
         fallback_ok = self.fallback is None or self.fallback.ok
-        return split_ok and fallback_ok
+        routes_ok = self.routes is None or self.routes.ok
+        return split_ok and fallback_ok and routes_ok
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form; the schema lives in ``pytest_abtraffic/_report`` (``RESULT_SCHEMA``)."""
@@ -59,6 +62,7 @@ class ExperimentResult:
             "split": self.split.to_dict() if self.split is not None else None,
             "sequential": asdict(self.sequential) if self.sequential is not None else None,
             "fallback": self.fallback.to_dict() if self.fallback is not None else None,
+            "routes": self.routes.to_dict() if self.routes is not None else None,
             "fault_windows": [asdict(w) for w in self.fault_windows],
             "mesh_counters": {
                 name: {
