@@ -40,7 +40,7 @@ class HeaderMatch:
     type: str = "Exact"
 
     def matches(self, headers: Mapping[str, str]) -> bool:
-        """``headers``: lower-cased names. Gateway API: only the first header of a name is considered."""
+        """``headers``: lower-cased names (``header_map``)."""
         got = headers.get(self.name.lower())
         if got is None:
             return False
@@ -159,7 +159,8 @@ def shadowed_rules(rules: Sequence[RouteRule]) -> list[tuple[int, list[int]]]:
 
 
 def header_map(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Lower-cased names; the first value of a repeated name wins (as the Gateway API says)."""
+    """Lower-cased names; the first value of a repeated header wins (implementation-specific in the
+    Gateway API, httproute_types.go ``HTTPHeaderMatch.Name``)."""
     out: dict[str, str] = {}
     for name, value in pairs:
         out.setdefault(name.lower(), value)
