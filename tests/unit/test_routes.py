@@ -17,6 +17,7 @@ from pytest_abtraffic._load import RequestRecord
 from pytest_abtraffic._load._protocol import ParsedLines, encode_record, iter_rows
 from pytest_abtraffic._load._results import LoadResult
 from pytest_abtraffic._manifests import render_experiment, validate_objects
+from pytest_abtraffic._report import format_experiment, render_html
 from pytest_abtraffic._report._json import validate_result_json
 from pytest_abtraffic._result import ExperimentResult
 from pytest_abtraffic._route_check import check_routes, default_rule_share, rule_of_cohort
@@ -177,3 +178,7 @@ def test_the_route_verdict_fails_the_result_and_validates_in_the_json_schema() -
     doc = result.to_dict()
     assert doc["routes"]["rules"][0]["stray"] == {"v1": 1}
     assert validate_result_json(doc) == []
+    text = format_experiment(result)
+    assert "header routes: FAIL" in text and "1 of 10 matched responses came from another version (1 to v1)" in text
+    html = render_html(result)
+    assert 'id="route-rules"' in html and "v1: 1" in html
