@@ -75,6 +75,10 @@ class FallbackAssertionError(AbTrafficAssertionError):
     """Traffic did not fall back (or recover) as expected. The message holds the timeline."""
 
 
+class RouteMismatchError(AbTrafficAssertionError):
+    """Traffic a header rule matched did not all reach the rule's backend. The message names rule and version."""
+
+
 __all__ = [
     "AbTrafficAssertionError",
     "AbTrafficError",
@@ -85,6 +89,7 @@ __all__ = [
     "NotReadyError",
     "PrerequisiteError",
     "ProgrammedWeightsError",
+    "RouteMismatchError",
     "SpecError",
     "SplitMismatchError",
     "UsageError",

@@ -38,6 +38,7 @@ CODES: dict[str, str] = {
     "policy-ignored-with-smi": "failure-policy annotations on an apex Service that a TrafficSplit targets",
     "unnamed-resource": "an object has no metadata.name",
     "unsupported-split-version": "a TrafficSplit apiVersion that linkerd-smi does not serve",
+    "unreachable-route-rule": "an HTTPRoute rule every match of which an earlier rule has too, so it never matches",
     # Reported by lint_pulumi_program only:
     "pulumi-auto-named": "a split refers by resource name to a Service/Deployment that Pulumi auto-names",
 }
@@ -440,6 +441,34 @@ def _check_route(model: Model, obj: Obj, splits: list[_Split]) -> None:
                           f"{where} port {port} is not a port of backend Service {name!r} "
                           f"(it exposes {_port_numbers(service) or 'no ports'})")
         _check_weights(model, obj, weights, style="route")
+    _check_shadowed_rules(model, obj, _list(_get(spec, "rules")))
+
+
+def _match_key(match: Any) -> tuple[Any, ...]:
+    """A match in normal form: equal keys mean equal conditions and equal Gateway API precedence."""
+    path = _get(match, "path")
+    headers = sorted((str(_get(h, "name") or "").lower(), str(_get(h, "type") or "Exact"), str(_get(h, "value")))
+                     for h in _list(_get(match, "headers")))
+    params = sorted((str(_get(q, "name")), str(_get(q, "type") or "Exact"), str(_get(q, "value")))
+                    for q in _list(_get(match, "queryParams")))
+    return (str(_get(path, "type") or "PathPrefix"), str(_get(path, "value") or "/"), tuple(headers),
+            _get(match, "method"), tuple(params))
+
+
+def _check_shadowed_rules(model: Model, obj: Obj, rules: list[Any]) -> None:
+    # Gateway API: on equal precedence the first rule in list order wins, so a rule whose every match
+    # an earlier rule of the same route already has can never match a request (a rule without
+    # matches is the default PathPrefix /).
+    seen: dict[tuple[Any, ...], int] = {}
+    for r, rule in enumerate(rules):
+        keys = [_match_key(m) for m in (_list(_get(rule, "matches")) or [{}])]
+        earlier = [seen[k] for k in keys if k in seen]
+        if len(earlier) == len(keys):
+            model.add(obj, "unreachable-route-rule",
+                      f"spec.rules[{r}] can never match: each of its matches is also in spec.rules"
+                      f"{sorted(set(earlier))}, which comes first and wins the tie (Gateway API match precedence)")
+        for k in keys:
+            seen.setdefault(k, r)
 
 
 def _check_mixed(model: Model, splits: list[_Split]) -> None:

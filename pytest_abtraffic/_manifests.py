@@ -199,7 +199,11 @@ def split_object(spec: ExperimentSpec, namespace: str) -> dict[str, Any]:
             # A Service parent in the Service's own namespace: a producer route for every meshed client.
             "parentRefs": [{"name": spec.apex_service, "kind": "Service", "group": "core",
                             "port": spec.service_port}],
-            "rules": [{
+            # Header (cohort) rules first, each to one backend; the weighted rule has no matches, so
+            # it takes whatever no other rule matches (Gateway API match precedence, see _routes).
+            "rules": [*({"matches": [m.to_manifest() for m in rule.matches],
+                         "backendRefs": [{"name": spec.service_name(rule.backend), "port": spec.service_port}]}
+                        for rule in spec.routes), {
                 "backendRefs": [{"name": spec.service_name(v.name), "port": spec.service_port,
                                  "weight": weights[v.name]} for v in spec.variants],
             }],

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ._backend import BackendCounters
     from ._fallback import FallbackReport
     from ._load import LoadResult
+    from ._route_check import RouteReport
     from ._stats import SequentialState, SplitResult
 
 
@@ -68,6 +69,7 @@ class ExperimentResult:
     duration_s: float = 0.0
     notes: tuple[str, ...] = ()
     weights: ServedWeights | None = None
+    routes: RouteReport | None = None
 
     def observed_shares(self) -> dict[str, float]:
         """Share of successful responses per version over the whole run."""
@@ -79,7 +81,8 @@ class ExperimentResult:
     def ok(self) -> bool:
         split_ok = self.split is None or self.split.ok
         fallback_ok = self.fallback is None or self.fallback.ok
-        return split_ok and fallback_ok
+        routes_ok = self.routes is None or self.routes.ok
+        return split_ok and fallback_ok and routes_ok
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form; the schema lives in ``pytest_abtraffic/_report`` (``RESULT_SCHEMA``)."""
@@ -99,6 +102,7 @@ class ExperimentResult:
             "split": self.split.to_dict() if self.split is not None else None,
             "sequential": asdict(self.sequential) if self.sequential is not None else None,
             "fallback": self.fallback.to_dict() if self.fallback is not None else None,
+            "routes": self.routes.to_dict() if self.routes is not None else None,
             "fault_windows": [asdict(w) for w in self.fault_windows],
             "mesh_counters": {
                 name: {

@@ -6,6 +6,7 @@ Shared by the pytest fixtures and ``abtraffic verify`` so both judge a split the
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -83,7 +84,8 @@ class _SplitObserver:
     """Feeds the sequential test during load; asks the driver to stop once it has a verdict."""
 
     def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
-                 variants: Sequence[str], progress: ProgressCallback | None) -> None:
+                 variants: Sequence[str], progress: ProgressCallback | None,
+                 judged: Callable[[Sequence[RequestRecord]], Sequence[RequestRecord]] | None = None) -> None:
         from ._stats import SequentialSplitTest
 
         self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
@@ -92,6 +94,7 @@ class _SplitObserver:
         self._unit = unit
         self._variants = list(variants)
         self._progress = progress
+        self._judged = judged  # header routes: only the default rule's records are split by the weights
         self._last_print = 0.0
         self.state: SequentialState | None = None
         # The counts the sequential test decided on; records that arrive while load stops are not judged.
@@ -101,6 +104,8 @@ class _SplitObserver:
         self._last_print = time.monotonic()
 
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        if self._judged is not None:
+            records = self._judged(records)
         counts = _successful_counts(records, self._unit, self._variants)
         if sum(counts.values()) > 0 and self.decided_counts is None:
             self.state = self._test.update(counts)
@@ -156,6 +161,15 @@ def verify_split(
     shares = normalize_weights(expected if expected is not None else spec.shares())
     budget = planned_budget(shares, settings)
     load_plan = plan or LoadPlan.from_spec(spec)
+    judged = None
+    if spec.routes:
+        from ._route_check import default_rule_share, split_by_rule
+
+        # The planned budget is for the weighted rule; cohort traffic comes on top of it.
+        share = default_rule_share(spec.routes, spec.load.cohorts, load_plan.path)
+        budget = math.ceil(budget / share) if share > 0 else budget
+        path = load_plan.path
+        judged = lambda records: split_by_rule(records, spec.routes, path)[1]  # noqa: E731
     overrides: dict[str, Any] = {"max_requests": budget}
     if settings.users is not None:
         overrides["users"] = settings.users
@@ -163,11 +177,17 @@ def verify_split(
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
     check_programmed(deployment)  # its own failure, before any load or statistics
-    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     load = deployment.run_load(load_plan, observer)
-    all_counts = _successful_counts(load.records, load_plan.unit, list(shares))
+    routes = None
+    judged_records: Sequence[RequestRecord] = load.records
+    if spec.routes:
+        from ._route_check import check_routes
+
+        routes, judged_records = check_routes(load.records, spec.routes, spec.load.cohorts, load_plan.path)
+    all_counts = _successful_counts(judged_records, load_plan.unit, list(shares))
     counts = observer.decided_counts if observer.decided_counts is not None else all_counts
     split = check_split(counts, shares, tolerance=settings.tolerance, confidence=settings.confidence,
                         alpha=settings.alpha, unit=load_plan.unit)
@@ -181,8 +201,11 @@ def verify_split(
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    if routes is not None:
+        notes.append(f"header routes: {len(load.records) - routes.default_requests:,} requests matched a rule; "
+                     f"the split is judged on the {routes.default_requests:,} that matched none")
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
-                   notes=tuple(notes))
+                   notes=tuple(notes), routes=routes)
 
 
 class _ScenarioProgress:

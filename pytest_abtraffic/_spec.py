@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from ._errors import SpecError
+from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, shadowed_rules
 from ._units import check_float as _check_float
 from ._units import parse_duration
 
@@ -203,6 +204,7 @@ class LoadSettings:
     unit: Literal["requests", "connections"] = "requests"
     early_stop: bool = True
     locustfile: str | None = None
+    cohorts: tuple[Cohort, ...] = ()  # header lines some requests carry (header routes), see _routes
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,7 @@ class ExperimentSpec:
     failure_policy: FailurePolicy = field(default_factory=FailurePolicy)
     load: LoadSettings = field(default_factory=LoadSettings)
     scenarios: tuple[Mapping[str, Any], ...] = ()
+    routes: tuple[RouteRule, ...] = ()  # header (cohort) rules before the weighted default rule
 
     def __post_init__(self) -> None:
         validate(self)
@@ -396,6 +399,7 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("failure_policy", f"{', '.join(set_fields)} cannot be used with split.api {spec.split_api}: "
                         "linkerd-smi creates a ServiceProfile for the apex Service, which disables circuit breaking "
                         "and annotation retries/timeouts; use split.api httproute for a failure policy")
+    _validate_routes(spec)
     ld = spec.load
     _check_int(ld.users, "load.users", low=1, high=10_000)
     _check_float(ld.spawn_rate, "load.spawn_rate", low=0.0, low_open=True)
@@ -406,6 +410,22 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("load.path", f"must start with '/', got {ld.path!r}")
     if ld.unit not in ("requests", "connections"):
         raise SpecError("load.unit", f"must be 'requests' or 'connections', got {ld.unit!r}")
+
+
+def _validate_routes(spec: ExperimentSpec) -> None:
+    if not spec.routes:
+        return
+    if spec.split_api.startswith("smi-"):
+        raise SpecError("routes", f"header routes cannot be used with split.api {spec.split_api}: an SMI "
+                        "TrafficSplit has no matches (linkerd-smi serves none); use split.api httproute")
+    for i, rule in enumerate(spec.routes):
+        if rule.backend not in spec.variant_names:
+            raise SpecError(f"routes[{i}].backend", f"unknown variant {rule.backend!r}; the experiment has "
+                            f"{', '.join(spec.variant_names)}")
+    for i, earlier in shadowed_rules(spec.routes):
+        raise SpecError(f"routes[{i}].matches", f"rule {spec.routes[i].name!r} can never match: each of its matches "
+                        f"is also in an earlier rule ({', '.join(spec.routes[j].name for j in earlier)}), which "
+                        "wins the tie (Gateway API match precedence)")
 
 
 def reference_variant(name: str, weight: int | str = 50) -> Variant:
@@ -432,7 +452,7 @@ def default_spec(**changes: Any) -> ExperimentSpec:
 # YAML / mapping loader
 
 _TOP_KEYS = {"model", "namespace", "variants", "split", "service_port", "version_header",
-             "failure_policy", "load", "scenarios", "fallback"}
+             "failure_policy", "load", "scenarios", "fallback", "routes"}
 _VARIANT_KEYS = {"name", "weight", "replicas", "port", "image", "command", "env", "local_env",
                  "admin_port", "image_pull_policy", "ready_path", "live_path", "reference"}
 _SPLIT_KEYS = {"api", "route_group"}
@@ -441,7 +461,7 @@ _ACCRUAL_KEYS = {"max_failures", "min_penalty", "max_penalty", "jitter_ratio"}
 _RETRY_KEYS = {"on", "limit", "timeout"}
 _TIMEOUT_KEYS = {"request"}
 _LOAD_KEYS = {"users", "spawn_rate", "requests", "duration", "path", "payloads", "unit", "early_stop",
-              "locustfile"}
+              "locustfile", "cohorts"}
 
 
 def _mapping(value: object, field_name: str, allowed: set[str]) -> dict[str, Any]:
@@ -491,6 +511,8 @@ def spec_from_mapping(data: object) -> ExperimentSpec:
         kwargs["failure_policy"] = _failure_policy(top["failure_policy"])
     if "load" in top:
         kwargs["load"] = _load(top["load"])
+    if "routes" in top:
+        kwargs["routes"] = parse_routes(top["routes"])
     scenarios = top.get("scenarios", top.get("fallback"))
     if scenarios is not None:
         if not isinstance(scenarios, Sequence) or isinstance(scenarios, str | bytes):
@@ -587,6 +609,8 @@ def _load(value: object) -> LoadSettings:
         if not isinstance(payloads, Sequence) or isinstance(payloads, str | bytes) or not payloads:
             raise SpecError("load.payloads", "must be a non-empty list of JSON request bodies")
         changes["payloads"] = tuple(payloads)
+    if "cohorts" in raw:
+        changes["cohorts"] = parse_cohorts(raw["cohorts"])
     if "early_stop" in changes and not isinstance(changes["early_stop"], bool):
         raise SpecError("load.early_stop", f"must be true or false, got {changes['early_stop']!r}")
     return LoadSettings(**changes)

@@ -525,6 +525,8 @@ class AbTraffic:
         result = self._record(verify_split(self.deployment, expected=shares, settings=verify_settings,
                                            name=self._name("split"), progress=self._progress))
         assert result.split is not None
+        if result.routes is not None:
+            result.routes.raise_if_failed()
         result.split.raise_if_failed()
         return result
 

@@ -75,7 +75,7 @@ class LiveTargetExperiment(ManifestExperiment):
     """The experiment a live split declares. ``objects`` are the objects as read (never applied)."""
 
     target_namespace: str = ""
-    routes: tuple[RouteNote, ...] = ()
+    route_notes: tuple[RouteNote, ...] = ()  # which routes apply to the load pod
 
 
 def _list(api: KubeApi, api_version: str, kind: str, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
@@ -171,7 +171,7 @@ def read_target(api: KubeApi, target: str) -> LiveTargetExperiment:
     except SpecError as exc:
         raise UsageError(f"live split {namespace}/{service}: {exc}") from None
     values = {f.name: getattr(derived, f.name) for f in dataclasses.fields(ManifestExperiment)}
-    return LiveTargetExperiment(**values, target_namespace=namespace, routes=tuple(route_notes))
+    return LiveTargetExperiment(**values, target_namespace=namespace, route_notes=tuple(route_notes))
 
 
 class TargetDeployment(ClusterDeployment):
@@ -326,7 +326,7 @@ class TargetDeployment(ClusterDeployment):
         out = super().describe()
         out.update({"target": f"{self.target.target_namespace}/{self.target.apex_service}",
                     "split": f"{self.target.split_kind}/{self.target.split_name}",
-                    "routes": [str(r) for r in self.target.routes], "restored": list(self.restored)})
+                    "routes": [str(r) for r in self.target.route_notes], "restored": list(self.restored)})
         return out
 
 

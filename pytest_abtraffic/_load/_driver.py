@@ -139,6 +139,8 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
         env[proto.ENV_CONNECTION_CLOSE] = "1"
     if payloads is not None:
         env[proto.ENV_PAYLOADS] = str(payloads)
+    if plan.cohorts:
+        env[proto.ENV_COHORTS] = json.dumps([list(c) for c in plan.cohorts])
     # The locust process imports pytest_abtraffic._load.locust_support: make sure it finds this copy.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     return env

@@ -47,6 +47,8 @@ class LoadPlan:
     connection_close: bool = False
     progress_interval_s: float = 0.5
     wait_s: float = 0.0
+    # (header lines, share): that share of requests carries those headers (header routes).
+    cohorts: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -97,6 +99,7 @@ class LoadPlan:
             "version_header": spec.version_header,
             "unit": load.unit,
             "locustfile": load.locustfile,
+            "cohorts": tuple((c.label, c.share) for c in load.cohorts),
         }
         return cls.from_dict({**values, **overrides})
 
@@ -115,6 +118,8 @@ class LoadPlan:
         values = dict(d)
         if isinstance(values.get("payloads"), list):
             values["payloads"] = tuple(values["payloads"])
+        if isinstance(values.get("cohorts"), list | tuple):
+            values["cohorts"] = tuple((str(label), float(share)) for label, share in values["cohorts"])
         return cls(**values)
 
 

@@ -29,6 +29,8 @@ ENV_MAX_REQUESTS = "ABTRAFFIC_MAX_REQUESTS"
 ENV_CONNECTION_CLOSE = "ABTRAFFIC_CONNECTION_CLOSE"
 ENV_WAIT_S = "ABTRAFFIC_WAIT_S"
 ENV_PARENT_PID = "ABTRAFFIC_PARENT_PID"
+# JSON list of [header lines, share] (LoadPlan.cohorts); each request's cohort is recorded with it.
+ENV_COHORTS = "ABTRAFFIC_COHORTS"
 
 DEFAULT_VERSION_HEADER = "x-model-version"
 DEFAULT_PATH = "/predict"
@@ -55,28 +57,35 @@ def _quoted(text: str) -> str:
     return q
 
 
-def encode_record(t: float, version: str, status: int, latency_ms: float, connection: str, error: str) -> str:
-    """One request as a records-file line (with its newline): microsecond times, 3-decimal ms."""
+def encode_record(t: float, version: str, status: int, latency_ms: float, connection: str, error: str,
+                  cohort: str = "") -> str:
+    """One request as a records-file line (with its newline): microsecond times, 3-decimal ms; the
+    cohort (header lines the request carried) is a 7th column only when there is one."""
     err = _ENCODE(error) if error else '""'
-    return f"[{t:.6f},{_quoted(version)},{int(status)},{latency_ms:.3f},{_quoted(connection)},{err}]\n"
+    tail = f",{_quoted(cohort)}" if cohort else ""
+    return f"[{t:.6f},{_quoted(version)},{int(status)},{latency_ms:.3f},{_quoted(connection)},{err}{tail}]\n"
 
 
 def encode_event(**fields: Any) -> str:
     return _ENCODE(fields) + "\n"
 
 
+# (t, version, status, latency_ms, connection, error[, cohort]): the cohort only when there is one.
+Row = tuple[float, str, int, float, str, str] | tuple[float, str, int, float, str, str, str]
+
+
 @dataclass
 class ParsedLines:
     """Raw content of a records file: rows plus the start epoch and the stop reason, if any."""
 
-    rows: list[tuple[float, str, int, float, str, str]]
+    rows: list[Row]
     start_epoch: float | None = None
     stop: str | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
 
 
-def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[tuple[float, str, int, float, str, str]]:
+def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[Row]:
     """Parse complete lines; rows are yielded, events update ``into``. Malformed lines are skipped
     (a line cut by a crash is the only expected case)."""
     batch = [line for line in (raw.strip() for raw in lines) if line]
@@ -91,9 +100,10 @@ def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[tuple[float, 
             except ValueError:
                 continue
     for item in items:
-        if isinstance(item, list) and len(item) == 6:
-            t, version, status, latency, conn, error = item
-            yield float(t), str(version), int(status), float(latency), str(conn), str(error)
+        if isinstance(item, list) and len(item) in (6, 7):
+            t, version, status, latency, conn, error, *cohort = item
+            row = (float(t), str(version), int(status), float(latency), str(conn), str(error))
+            yield (*row, str(cohort[0])) if cohort else row
         elif isinstance(item, dict):
             if "start" in item and into.start_epoch is None:
                 into.start_epoch = float(item["start"])

@@ -36,13 +36,15 @@ class RequestRecord:
     latency_ms: float
     connection: str
     error: str = ""
+    cohort: str = ""  # header lines the request carried ("" = none), see load.cohorts
 
     @property
     def ok(self) -> bool:
         return 200 <= self.status < 400
 
     def as_row(self) -> list[Any]:
-        return [self.t, self.version, self.status, self.latency_ms, self.connection, self.error]
+        row = [self.t, self.version, self.status, self.latency_ms, self.connection, self.error]
+        return [*row, self.cohort] if self.cohort else row
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,10 @@ def _record_from(item: Any) -> RequestRecord:
     if isinstance(item, Mapping):
         return RequestRecord(t=float(item["t"]), version=str(item["version"]), status=int(item["status"]),
                              latency_ms=float(item["latency_ms"]), connection=str(item["connection"]),
-                             error=str(item.get("error", "")))
+                             error=str(item.get("error", "")), cohort=str(item.get("cohort", "")))
     t, version, status, latency, conn, *rest = item
-    return RequestRecord(float(t), str(version), int(status), float(latency), str(conn), str(rest[0]) if rest else "")
+    return RequestRecord(float(t), str(version), int(status), float(latency), str(conn), str(rest[0]) if rest else "",
+                         str(rest[1]) if len(rest) > 1 else "")
 
 
 __all__ = [

@@ -9,7 +9,9 @@ Settings come from the environment (the driver sets them):
   cycled; default: a few iris batches), ``ABTRAFFIC_VERSION_HEADER`` (``x-model-version``),
 - ``ABTRAFFIC_CONNECTION_CLOSE=1``: send ``Connection: close`` so every request opens a new
   connection (per-request routing even through per-connection balancers),
-- ``ABTRAFFIC_WAIT_S``: pause after each request (default 0: as fast as the target answers).
+- ``ABTRAFFIC_WAIT_S``: pause after each request (default 0: as fast as the target answers),
+- ``ABTRAFFIC_COHORTS``: ``[["x-cohort: beta", 0.2], ...]``: that share of requests, drawn at
+  random per request, carries those headers, and the record says which cohort it was.
 
 Each ``FastHttpUser`` keeps one keep-alive connection, so the recorded user id is the connection id;
 in ``Connection: close`` mode every request gets its own connection id (``u3.17``).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 from typing import Any
 
 import gevent
@@ -27,12 +30,14 @@ from locust import FastHttpUser, constant, task
 
 from pytest_abtraffic._load._protocol import (
     DEFAULT_PATH,
+    ENV_COHORTS,
     ENV_CONNECTION_CLOSE,
     ENV_PATH,
     ENV_PAYLOADS,
     ENV_WAIT_S,
 )
 from pytest_abtraffic._load.locust_support import (
+    COHORT_CONTEXT_KEY,
     CONNECTION_CONTEXT_KEY,
     budget_reached,
     name_by_version,
@@ -69,6 +74,19 @@ HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 if CONNECTION_CLOSE:
     HEADERS["Connection"] = "close"
 
+
+def _cohorts() -> list[tuple[float, str, dict[str, str]]]:
+    """(cumulative share, label, headers) per cohort."""
+    out, total = [], 0.0
+    for label, share in json.loads(os.environ.get(ENV_COHORTS) or "[]"):
+        total += float(share)
+        headers = dict((n.strip(), v.strip()) for n, _, v in (p.partition(":") for p in str(label).split(";")))
+        out.append((total, str(label), {**HEADERS, **headers}))
+    return out
+
+
+COHORTS = _cohorts()
+
 record_version()
 _user_numbers = itertools.count(1)
 
@@ -85,6 +103,7 @@ class AbTrafficUser(FastHttpUser):
         # Users start at different payloads so a small list still mixes at any instant.
         start = number % len(BODIES)
         self.bodies = itertools.cycle(BODIES[start:] + BODIES[:start])
+        self.rng = random.Random(number)  # cohort draws: reproducible per user, independent of timing
 
     @task
     def predict(self) -> None:
@@ -95,6 +114,13 @@ class AbTrafficUser(FastHttpUser):
             return
         self.sent += 1
         conn = f"{self.uid}.{self.sent}" if CONNECTION_CLOSE else self.uid
-        with self.client.post(PATH, data=next(self.bodies), headers=HEADERS, catch_response=True,
-                              context={CONNECTION_CONTEXT_KEY: conn}) as resp:
+        headers, context = HEADERS, {CONNECTION_CONTEXT_KEY: conn}
+        if COHORTS:
+            draw = self.rng.random()
+            for upto, label, cohort_headers in COHORTS:
+                if draw < upto:
+                    headers, context = cohort_headers, {**context, COHORT_CONTEXT_KEY: label}
+                    break
+        with self.client.post(PATH, data=next(self.bodies), headers=headers, catch_response=True,
+                              context=context) as resp:
             name_by_version(resp, PATH)

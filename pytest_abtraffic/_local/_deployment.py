@@ -33,8 +33,11 @@ if TYPE_CHECKING:
     from .._spec import ExperimentSpec
 
 
-def proxy_config(spec: ExperimentSpec, *, seed: int | None = None) -> ProxyConfig:
-    """The proxy configuration that emulates ``spec``'s split and failure policy."""
+def proxy_config(spec: ExperimentSpec, *, seed: int | None = None, ignore_route_matches: bool = False) -> ProxyConfig:
+    """The proxy configuration that emulates ``spec``'s split, header routes and failure policy.
+
+    ``ignore_route_matches`` is for tests only: a proxy that does not implement matches.
+    """
     fp = spec.failure_policy
     retry = None
     if fp.retries is not None:
@@ -52,6 +55,8 @@ def proxy_config(spec: ExperimentSpec, *, seed: int | None = None) -> ProxyConfi
         retry=retry,
         accrual=accrual,
         seed=seed,
+        routes=spec.routes,
+        ignore_matches=ignore_route_matches,
     )
 
 
@@ -67,7 +72,7 @@ class LocalDeployment:
 
     def __init__(self, spec: ExperimentSpec, namespace: str, *, ready_timeout_s: float = 30.0,
                  stop_grace_s: float = 5.0, teardown_grace_s: float = 0.5, probe_period_s: float = 0.25,
-                 seed: int | None = None, proxy_port: int = 0) -> None:
+                 seed: int | None = None, proxy_port: int = 0, ignore_route_matches: bool = False) -> None:
         self._deployed_spec = spec
         self._spec = spec
         self._namespace = namespace
@@ -78,7 +83,8 @@ class LocalDeployment:
         self.marker = f"{owner_token()}:{self.id}"
         self.workdir: Path = make_workdir(self.id)
         self._seed = seed
-        self.proxy = ProxyProcess(self.workdir, proxy_config(spec, seed=seed), self.marker, port=proxy_port)
+        config = proxy_config(spec, seed=seed, ignore_route_matches=ignore_route_matches)
+        self.proxy = ProxyProcess(self.workdir, config, self.marker, port=proxy_port)
         self.supervisor = Supervisor(spec, self.workdir, self.marker, self.proxy.set_endpoints,
                                      probe_period_s=probe_period_s)
         self._lock = threading.RLock()
@@ -250,7 +256,9 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, *, ready_timeout_s: float = 30.0, stop_grace_s: float = 5.0, teardown_grace_s: float = 0.5,
-                 probe_period_s: float = 0.25, seed: int | None = None) -> None:
+                 probe_period_s: float = 0.25, seed: int | None = None, ignore_route_matches: bool = False) -> None:
+        # ignore_route_matches: tests only, a proxy that serves every request by the weighted rule.
+        self.ignore_route_matches = ignore_route_matches
         self.ready_timeout_s = ready_timeout_s
         self.stop_grace_s = stop_grace_s
         self.teardown_grace_s = teardown_grace_s
@@ -269,7 +277,8 @@ class LocalBackend:
         spec.check_backend("local")
         dep = LocalDeployment(spec, namespace or spec.default_namespace, ready_timeout_s=self.ready_timeout_s,
                               stop_grace_s=self.stop_grace_s, teardown_grace_s=self.teardown_grace_s,
-                              probe_period_s=self.probe_period_s, seed=self.seed)
+                              probe_period_s=self.probe_period_s, seed=self.seed,
+                              ignore_route_matches=self.ignore_route_matches)
         with self._lock:
             self._deployments.append(dep)
         try:

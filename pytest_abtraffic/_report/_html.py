@@ -499,6 +499,22 @@ def _fallback_section(fb: FallbackView) -> str:
     return "".join(parts)
 
 
+def _routes_section(result: ExperimentResult) -> str:
+    routes = result.routes
+    if routes is None:
+        return ""
+    rows = [(_yes_no(r.ok), esc(r.rule), esc(r.match), esc(r.backend), f"{r.requests:,}",
+             esc(", ".join(f"{v or '(no version)'}: {n:,}" for v, n in r.stray.items()) or "none"), esc(r.message()))
+            for r in routes.rules]
+    bad = {i for i, r in enumerate(routes.rules) if not r.ok}
+    return (f'<section id="routes"><h2>Header routes {_yes_no(routes.ok)}</h2>'
+            + _table("route-rules", f"{routes.default_requests:,} requests matched no rule; the split above is judged "
+                     "on them. Matched traffic must all reach the rule's backend: any stray response fails the rule.",
+                     ("result", "rule", "match", "backend", "matched", "stray", "verdict"), rows, numeric={4},
+                     bad_rows=bad, raw_cells={0, 1, 2, 3, 5, 6})
+            + "</section>")
+
+
 def _mesh_section(result: ExperimentResult) -> str:
     if not result.mesh_counters:
         return ('<section id="mesh"><h2>Mesh counters</h2>'
@@ -588,6 +604,7 @@ def render_html(result: ExperimentResult) -> str:
         _latency_section(result, views, colors),
         _errors_section(result, views, buckets, bucket_s),
         _fallback_section(fb) if fb is not None else "",
+        _routes_section(result),
         _mesh_section(result),
         _notes_section(result),
         f"<footer>pytest-abtraffic {esc(__version__)}; report generated {esc(generated)}."

@@ -54,10 +54,13 @@ def _d(schema: Mapping[str, Any], description: str) -> dict[str, Any]:
     return {**schema, "description": description}
 
 
+# A cohort's header line in a record: "x-cohort: beta", several joined by "; ".
+_HEADER_LINE = "[!#$%&'*+.^_`|~0-9A-Za-z-]+: *[^;]+"
+
 _REF = {name: {"$ref": f"#/$defs/{name}"} for name in (
     "share", "count", "seconds", "nullable_seconds", "p_value", "status_counts", "named_counts", "strings", "split",
     "split_row", "srm", "sequential", "fallback", "check", "timeline_row", "fault_window", "mesh_counters", "load",
-    "record", "locust_stats", "json_value",
+    "record", "locust_stats", "json_value", "routes", "route_rule",
 )}
 
 _DEFS: dict[str, Any] = {
@@ -159,6 +162,22 @@ _DEFS: dict[str, Any] = {
                         "description": "The thresholds the checks used (FallbackExpectation fields)."},
         "notes": _REF["strings"],
     }),
+    "route_rule": _obj({
+        "rule": {"type": "string", "minLength": 1},
+        "backend": {"type": "string", "minLength": 1},
+        "match": {"type": "string"},
+        "cohorts": _REF["strings"],
+        "requests": _REF["count"],
+        "by_version": _REF["named_counts"],
+        "stray": _d(_REF["named_counts"], "Matched responses from a version other than the rule's backend."),
+        "ok": {"type": "boolean"},
+        "message": {"type": "string"},
+    }),
+    "routes": _obj({
+        "ok": {"type": "boolean"},
+        "rules": {"type": "array", "items": _REF["route_rule"]},
+        "default_requests": _d(_REF["count"], "Requests no header rule matched: the weighted split's input."),
+    }, description="Header (cohort) route verdict: per rule, matched traffic must all reach its backend."),
     "fault_window": _obj({
         "label": {"type": "string"},
         "start_s": {"type": "number"},
@@ -172,7 +191,8 @@ _DEFS: dict[str, Any] = {
     "record": {
         "type": "array",
         "description": "[t (s since load start), version (\"\" = no version header), status (0 = connection "
-                       "error), latency_ms, connection id, error text]",
+                       "error), latency_ms, connection id, error text, and only for a request of a load.cohorts "
+                       "cohort: the header lines it carried]",
         "prefixItems": [
             {"type": "number"},
             {"type": "string"},
@@ -180,6 +200,7 @@ _DEFS: dict[str, Any] = {
             {"type": "number", "minimum": 0},
             {"type": "string"},
             {"type": "string"},
+            {"type": "string", "pattern": f"^{_HEADER_LINE}(; *{_HEADER_LINE})*$"},
         ],
         "minItems": 6,
         "items": False,
@@ -228,6 +249,7 @@ RESULT_SCHEMA: dict[str, Any] = {
         "split": {"anyOf": [{"type": "null"}, _REF["split"]]},
         "sequential": {"anyOf": [{"type": "null"}, _REF["sequential"]]},
         "fallback": {"anyOf": [{"type": "null"}, _REF["fallback"]]},
+        "routes": {"anyOf": [{"type": "null"}, _REF["routes"]]},
         "fault_windows": {"type": "array", "items": _REF["fault_window"]},
         "mesh_counters": {"type": "object", "additionalProperties": _REF["mesh_counters"]},
         "load": _REF["load"],
@@ -426,12 +448,13 @@ def _consistency_errors(data: Mapping[str, Any]) -> list[str]:
         values = [v for v in shares.values() if _TYPES["number"](v)]
         if values and len(values) == len(shares) and not math.isclose(math.fsum(values), 1.0, abs_tol=1e-6):
             problems.append(f"$.expected_shares: shares sum to {math.fsum(values):.6g}, not 1")
-    parts = [data.get("split"), data.get("fallback")]
+    parts = [data.get("split"), data.get("fallback"), data.get("routes")]
     parts_ok = [p.get("ok") for p in parts if isinstance(p, Mapping)]
     if isinstance(data.get("ok"), bool) and all(isinstance(o, bool) for o in parts_ok):
         expected_ok = all(parts_ok)
         if data["ok"] != expected_ok:
-            problems.append(f"$.ok: is {str(data['ok']).lower()} but split/fallback say {str(expected_ok).lower()}")
+            problems.append(f"$.ok: is {str(data['ok']).lower()} but split/fallback/routes say "
+                            f"{str(expected_ok).lower()}")
     load = data.get("load")
     if (isinstance(load, Mapping) and isinstance(load.get("records"), list) and isinstance(load.get("requests"), int)
             and load["requests"] != len(load["records"])):

@@ -92,6 +92,8 @@ def format_experiment(result: ExperimentResult) -> str:
                 detail = f" ({check.detail})" if check.detail else ""
                 lines.append(f"{_INDENT}{_INDENT}failed check {check.name}: observed {check.observed}, "
                              f"expected {check.expected}{detail}")
+    if result.routes is not None:
+        lines.extend(_INDENT + line for line in result.routes.lines())
     if load.stopped_early:
         lines.append(f"{_INDENT}load stopped early: {load.stop_reason}")
     lines.extend(f"{_INDENT}note: {note}" for note in result.notes)

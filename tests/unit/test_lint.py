@@ -159,6 +159,15 @@ def _unnamed_backend(objects: Objects) -> None:
     del obj(objects, "Service", "ai-model-service-v1")["metadata"]["name"]
 
 
+def _shadowed_header_rule(objects: Objects) -> None:
+    # Two header rules with the same match (header names compare case-insensitively): the second never matches.
+    rules = split(objects)["spec"]["rules"]
+    v2 = {"name": "ai-model-service-v2", "port": 80}
+    rules.insert(0, {"matches": [{"headers": [{"name": "X-Cohort", "value": "beta"}]}], "backendRefs": [dict(v2)]})
+    rules.insert(0, {"matches": [{"headers": [{"type": "Exact", "name": "x-cohort", "value": "beta"}]}],
+                     "backendRefs": [dict(v2)]})
+
+
 def _split_version(version: str) -> Callable[[Objects], None]:
     def edit(objects: Objects) -> None:
         split(objects)["apiVersion"] = f"split.smi-spec.io/{version}"
@@ -198,6 +207,7 @@ CASES: list[tuple[str, str, Callable[[Objects], None]]] = [
     ("unnamed-resource", "smi-v1alpha1", _unnamed_backend),
     ("unsupported-split-version", "smi-v1alpha2", _split_version("v1alpha3")),
     ("unsupported-split-version", "smi-v1alpha2", _split_version("v1alpha4")),
+    ("unreachable-route-rule", "httproute", _shadowed_header_rule),
 ]
 
 

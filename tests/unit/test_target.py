@@ -116,7 +116,7 @@ def test_read_target_takes_weights_backends_and_route_applicability() -> None:
     assert spec.target_namespace == TARGET_NS and spec.split_kind == "TrafficSplit"
     assert spec.shares() == pytest.approx({"v1": 0.9, "v2": 0.1})
     assert [spec.deployment_name(v) for v in spec.variant_names] == ["ai-model-v1", "ai-model-v2"]
-    notes = {(n.kind, n.namespace, n.name): n.applies for n in spec.routes}
+    notes = {(n.kind, n.namespace, n.name): n.applies for n in spec.route_notes}
     assert notes == {("TrafficSplit", TARGET_NS, "ai-model-split"): True,
                      ("HTTPRoute", "frontend", "frontend-override"): False}
     assert fake.writes == []  # reading is get and list only
@@ -132,7 +132,7 @@ def test_producer_httproute_applies_to_the_load_pod() -> None:
     fake = FakeKube([*linkerd_objects(), *objects, route])
     spec = read_target(fake, f"{TARGET_NS}/ai-model-service")
     assert spec.split_kind == "HTTPRoute" and spec.shares() == pytest.approx({"v1": 0.75, "v2": 0.25})
-    assert [str(n) for n in spec.routes] == [
+    assert [str(n) for n in spec.route_notes] == [
         f"HTTPRoute {TARGET_NS}/frontend-override: applies to the load pod (a route in the Service's own namespace "
         "applies to every client)"]
 

@@ -137,6 +137,19 @@ def parse_request_head(head: bytes) -> RequestHead:
     return RequestHead(method, keep_alive, length, chunked, expect)
 
 
+def request_line_and_headers(raw: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    """Method, path and headers (in order) of a request already framed by ``parse_request_head``;
+    only routing by header matches needs them, so the hot path does not pay for this."""
+    head = raw[:raw.find(HEAD_END)].decode("latin-1")
+    request_line, *lines = head.split("\r\n")
+    method, target, _ = request_line.split(" ", 2)
+    headers = []
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    return method, target.split("?", 1)[0], headers
+
+
 class ResponseHead:
     """What the proxy needs from a response head. ``content_length`` -1: see ``chunked``/``until_close``."""
 
@@ -246,6 +259,7 @@ __all__ = [
     "chunked_end",
     "parse_request_head",
     "parse_response_head",
+    "request_line_and_headers",
     "simple_response",
     "without_connection_header",
 ]

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._routes import RouteRule, parse_routes
+
 # linkerd policy-controller queue defaults (linkerd-facts.md: capacity 100, fail-fast 3 s).
 DEFAULT_FAIL_FAST_TIMEOUT_S = 3.0
 DEFAULT_QUEUE_CAPACITY = 100
@@ -75,6 +77,11 @@ class ProxyConfig:
     retry: RetryConfig | None = None
     accrual: AccrualConfig | None = None
     seed: int | None = None
+    # Header (cohort) rules before the weighted default rule, matched with Gateway API precedence.
+    routes: tuple[RouteRule, ...] = ()
+    # Test only: route every request by the default rule, as a proxy that does not implement
+    # matches would; the header-route verdict must catch it.
+    ignore_matches: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +97,8 @@ class ProxyConfig:
                 "max_failures": self.accrual.max_failures, "min_penalty_s": self.accrual.min_penalty_s,
                 "max_penalty_s": self.accrual.max_penalty_s, "jitter_ratio": self.accrual.jitter_ratio},
             "seed": self.seed,
+            "routes": [r.to_json() for r in self.routes],
+            "ignore_matches": self.ignore_matches,
         }
 
     @classmethod
@@ -112,6 +121,8 @@ class ProxyConfig:
                 max_penalty_s=float(accrual.get("max_penalty_s", 60.0)),
                 jitter_ratio=float(accrual.get("jitter_ratio", 0.5))),
             seed=None if doc.get("seed") is None else int(doc["seed"]),
+            routes=parse_routes(doc.get("routes") or []),
+            ignore_matches=bool(doc.get("ignore_matches", False)),
         )
 
 

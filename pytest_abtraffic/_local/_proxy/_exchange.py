@@ -153,7 +153,7 @@ class Exchange:
     """One client request, across its attempts (retries) until one response goes back."""
 
     __slots__ = ("attempt", "attempt_timer", "backend", "client", "deadline", "done", "endpoint", "head",
-                 "queued", "raw", "retries_left", "retryable", "transparent_retry", "upstream")
+                 "queued", "raw", "retries_left", "retryable", "rule", "transparent_retry", "upstream")
 
     def __init__(self, client: ClientSide, raw: bytes, head: RequestHead, body_len: int, retries: int) -> None:
         self.client = client
@@ -170,6 +170,7 @@ class Exchange:
         self.deadline: asyncio.TimerHandle | None = None
         self.attempt_timer: asyncio.TimerHandle | None = None
         self.transparent_retry = False
+        self.rule = -1  # index of the header rule that serves it; -1: the weighted default rule
 
 
 

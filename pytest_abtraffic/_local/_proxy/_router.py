@@ -8,8 +8,9 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..._routes import header_map, select_rule
 from ._balancer import Backend
-from ._codec import simple_response
+from ._codec import request_line_and_headers, simple_response
 from ._config import ProxyConfig
 from ._exchange import (
     BAD_REQUEST,
@@ -47,6 +48,8 @@ class Router:
         self._total = 0.0
         for name in config.services:
             self._backend(name)
+        self.rules = () if config.ignore_matches else config.routes
+        self._rule_backends = [self._backend(rule.backend) for rule in self.rules]
         self.set_weights(config.weights)
         for name, addrs in config.endpoints.items():
             self.set_endpoints(name, addrs)
@@ -99,9 +102,23 @@ class Router:
         i = bisect_right(self._cum, self.rng.random() * self._total)
         return choices[i if i < len(choices) else -1]
 
+    def _select_rule(self, ex: Exchange) -> int:
+        """The header rule serving this request (Gateway API precedence), -1 for the default rule."""
+        method, path, headers = request_line_and_headers(ex.raw)
+        index = select_rule(self.rules, method, path, header_map(headers))
+        return -1 if index is None else index
+
+    def _pick_for(self, ex: Exchange) -> Backend | None:
+        if ex.rule < 0:
+            return self.pick()
+        b = self._rule_backends[ex.rule]  # a rule with one backendRef: no choice, but the gate counts
+        return b if b.gate_open else None
+
     # -- request lifecycle ---------------------------------------------------------------------
     def start(self, ex: Exchange) -> None:
         self.route.requests += 1
+        if self.rules:
+            ex.rule = self._select_rule(ex)
         timeout = self.config.request_timeout_s
         if timeout is not None:
             ex.deadline = self.loop.call_later(timeout, self._on_request_timeout, ex)
@@ -111,7 +128,7 @@ class Router:
         ex.attempt += 1
         ex.endpoint = None
         ex.transparent_retry = False
-        b = self.pick()
+        b = self._pick_for(ex)
         if b is None:
             # LoadShed: not retryable.
             self._fail(ex, 503, "no backend available: every backend is in fail-fast (load shed)", LOAD_SHED)
