@@ -378,3 +378,18 @@ def test_with_allow_chaos_sigterm_unwinds_through_the_restore(kubeconfig: Path, 
         signal.signal(signal.SIGTERM, previous)
     after = snapshot(fake)
     assert {key: after[key]["spec"] for key in before} == {key: obj["spec"] for key, obj in before.items()}
+
+
+def test_bad_targets_exit_2_before_any_write(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    no_split = FakeKube([*linkerd_objects(smi=True), *[o for o in staging_objects() if o["kind"] != "TrafficSplit"]])
+    assert run_cli(no_split, kubeconfig, monkeypatch) == 2
+    assert "no TrafficSplit or HTTPRoute has apex ai-model-service in namespace staging" in capsys.readouterr().err
+    assert no_split.writes == []
+    no_deployment = FakeKube([*linkerd_objects(smi=True),
+                              *[o for o in staging_objects() if o["metadata"]["name"] != "ai-model-v1"]])
+    assert run_cli(no_deployment, kubeconfig, monkeypatch) == 2
+    assert "no Deployment behind backend Service 'ai-model-service-v1'" in capsys.readouterr().err
+    assert no_deployment.writes == []
+    assert _cli.main(["verify", "--target", "staging/ai-model-service"]) == 2
+    assert "needs --backend existing" in capsys.readouterr().err
