@@ -19,7 +19,8 @@ from bisect import bisect_right
 
 from pytest_abtraffic._stats import SequentialSplitTest, check_split, default_request_budget
 
-SPLITS = ({"v1": 50, "v2": 50}, {"v1": 90, "v2": 10}, {"v1": 80, "v2": 20})
+# 70/30: the mended starting-point objects (tests/data/mended_starting_point, issue 13) as 700m/300m.
+SPLITS = ({"v1": 50, "v2": 50}, {"v1": 90, "v2": 10}, {"v1": 80, "v2": 20}, {"v1": 0.7, "v2": 0.3})
 
 
 def audit_split(seed: int, weights: dict[str, int], step: int) -> str:

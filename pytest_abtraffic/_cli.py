@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--validate", action="store_true", help="validate against Kubernetes and CRD schemas")
 
     lint = sub.add_parser("lint", help="find split problems in Kubernetes YAML or a Pulumi program")
-    lint.add_argument("paths", nargs="*", help="YAML files or directories")
+    lint.add_argument("paths", nargs="*", help="YAML files or directories ('-' for standard input)")
     lint.add_argument("--pulumi", metavar="PROGRAM", help="a Pulumi Python program (run under Pulumi mocks)")
     lint.add_argument("--fix", action="store_true",
                       help="print the objects with the mechanical mends (apex Service, linkerd.io/inject, Pulumi "
@@ -179,7 +179,12 @@ def _cmd_lint(args: argparse.Namespace) -> int:
         from ._manifest_cli import lint_fix
 
         return lint_fix(args)
-    findings = list(lint_paths(args.paths)) if args.paths else []
+    if any(str(p) == "-" for p in args.paths):  # `helm template ... | abtraffic lint -`
+        from ._from_manifests import lint_source_objects, read_manifests
+
+        findings = lint_source_objects(read_manifests(args.paths))
+    else:
+        findings = list(lint_paths(args.paths)) if args.paths else []
     if args.pulumi:
         from ._pulumi_lint import lint_pulumi_program
 

@@ -358,7 +358,8 @@ def deploy_steps(spec: ExperimentSpec, namespace: str, objects: Sequence[Mapping
     want = {spec.service_name(v.name): v.replicas for v in spec.variants if v.replicas > 0}
     services = tuple(o for o in rest if o.get("kind") == "Service" and name_of(o) in want)
     steps = [
-        Step("apply", f"create namespace {namespace} (labelled {RUN_LABEL}={run_id}, linkerd.io/inject: enabled)",
+        Step("apply", f"create namespace {namespace} (labelled {RUN_LABEL}={run_id}"
+             + (", linkerd.io/inject: enabled)" if _injects(ns_obj) else "; injection as the objects declare it)"),
              "deploy", id="namespace", objects=(ns_obj,)),
         Step("apply", "apply the experiment: " + ", ".join(ref(o) for o in rest), "deploy", id="workload",
              objects=rest, namespace=namespace),
@@ -469,6 +470,10 @@ def existing_check_steps(spec: ExperimentSpec, settings: ClusterSettings, namesp
     steps.append(Step("check", f"namespace {namespace} does not exist yet (the kit only uses namespaces it creates)",
                       "checks", id="namespace-absent", check_for="namespace-absent", namespace=namespace))
     return steps
+
+
+def _injects(namespace: Mapping[str, Any]) -> bool:
+    return bool(((namespace.get("metadata") or {}).get("annotations") or {}).get("linkerd.io/inject") == "enabled")
 
 
 def _with_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:

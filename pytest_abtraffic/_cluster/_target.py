@@ -21,6 +21,8 @@ import copy
 import dataclasses
 import logging
 import re
+import signal
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -193,6 +195,8 @@ class TargetDeployment(ClusterDeployment):
 
     def deploy(self) -> None:
         """Only the kit's own namespace; nothing is applied to the target."""
+        if self._allow_chaos:
+            _sigterm_unwinds()
         ns_obj = _with_labels({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self._namespace}},
                               run_labels(self._run_id))
         step = Step("apply", f"create the kit's own namespace {self._namespace} (labelled {RUN_LABEL}={self._run_id})",
@@ -328,6 +332,17 @@ class TargetDeployment(ClusterDeployment):
                     "split": f"{self.target.split_kind}/{self.target.split_name}",
                     "routes": [str(r) for r in self.target.route_notes], "restored": list(self.restored)})
         return out
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt("SIGTERM received: restoring the live target and cleaning up")
+
+
+def _sigterm_unwinds() -> None:
+    """SIGTERM unwinds like Ctrl-C (so teardown restores the target) when nobody else handles it; the
+    default action would end the process with the target still changed."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def deployment_class(spec: object) -> type[ClusterDeployment]:

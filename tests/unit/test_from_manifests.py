@@ -343,3 +343,11 @@ def test_spec_settings_text_example_is_valid() -> None:
     text = (DATA / "mended_starting_point" / "spec.yaml").read_text()
     settings = manifest_settings_from_mapping(yaml.safe_load(textwrap.dedent(text)))
     assert set(settings.local_commands) == {"my_model_v1:latest", "my_model_v2:latest"}
+
+
+def test_objects_applied_to_a_cluster_pass_the_kubernetes_and_crd_schemas() -> None:
+    from pytest_abtraffic._manifests import validate_objects
+
+    assert validate_objects(cluster_objects(spec_from_manifests(MENDED), "abt-kit")) == []
+    mended = mend_objects(_objects(STARTING_POINT))
+    assert validate_objects(mended) == []  # what `lint --fix` prints is valid Kubernetes

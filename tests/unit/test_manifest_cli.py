@@ -137,3 +137,12 @@ def test_plan_with_manifests_lists_the_users_objects(capsys: pytest.CaptureFixtu
     assert ("apply the experiment: Deployment/ai-model-v1, Deployment/ai-model-v2, Service/ai-model-service-v1, "
             "Service/ai-model-service-v2, Service/ai-model-service, TrafficSplit/ai-model-split") in out
     assert "load image my_model_v1:latest into the kind nodes" in out
+
+
+def test_lint_reads_standard_input(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO((DATA / "starting_point.yaml").read_text()))
+    assert _cli.main(["lint", "-"]) == 1
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 3 and all(line.startswith("<stdin>: ") for line in out.splitlines())

@@ -358,3 +358,38 @@ def test_interrupt_during_chaos_restores_the_target(kubeconfig: Path, tmp_path: 
     after = snapshot(fake)  # (the fake's ReplicaSet controller made new pods for the restored replicas)
     assert {key: after[key]["spec"] for key in before} == {key: obj["spec"] for key, obj in before.items()}
     assert not any(k[0] == "Namespace" and k[2].startswith("abt-") for k in fake.objects)
+
+
+def test_with_allow_chaos_sigterm_unwinds_through_the_restore(kubeconfig: Path, tmp_path: Path) -> None:
+    """Under pytest (no CLI handler) a SIGTERM must not end the process with the target changed."""
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fake = cluster()
+    before = snapshot(fake)
+    backend = _backend(fake, kubeconfig, tmp_path, allow_chaos=True)
+    try:
+        deployment = backend.deploy(read_target(fake, f"{TARGET_NS}/ai-model-service"))
+        deployment.scale("v1", 0)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.pthread_sigmask(signal.SIG_BLOCK, [])  # let the handler run
+    finally:
+        backend.close()
+        signal.signal(signal.SIGTERM, previous)
+    after = snapshot(fake)
+    assert {key: after[key]["spec"] for key in before} == {key: obj["spec"] for key, obj in before.items()}
+
+
+def test_bad_targets_exit_2_before_any_write(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    no_split = FakeKube([*linkerd_objects(smi=True), *[o for o in staging_objects() if o["kind"] != "TrafficSplit"]])
+    assert run_cli(no_split, kubeconfig, monkeypatch) == 2
+    assert "no TrafficSplit or HTTPRoute has apex ai-model-service in namespace staging" in capsys.readouterr().err
+    assert no_split.writes == []
+    no_deployment = FakeKube([*linkerd_objects(smi=True),
+                              *[o for o in staging_objects() if o["metadata"]["name"] != "ai-model-v1"]])
+    assert run_cli(no_deployment, kubeconfig, monkeypatch) == 2
+    assert "no Deployment behind backend Service 'ai-model-service-v1'" in capsys.readouterr().err
+    assert no_deployment.writes == []
+    assert _cli.main(["verify", "--target", "staging/ai-model-service"]) == 2
+    assert "needs --backend existing" in capsys.readouterr().err
