@@ -71,7 +71,7 @@ def verify_target(args: argparse.Namespace) -> int:
         scenarios = [parse_scenario(text, spec, field="--fallback") for text in args.fallback]
         _say(f"live split {spec.split_kind}/{spec.split_name} in {spec.target_namespace}: "
              + ", ".join(f"{v.name}={v.weight} ({spec.service_name(v.name)})" for v in spec.variants))
-        for note in spec.routes:
+        for note in spec.route_notes:
             _say(str(note))
         deployment = backend.deploy(spec)
         _say(f"load from the kit's namespace {deployment.namespace}, aimed at {deployment.target_url()}")
