@@ -288,15 +288,28 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _stderr_progress()
     _install_sigterm()
     from ._report import format_summary, write_html, write_json
+    from ._result import ExperimentResult
 
     backend = make_backend(cfg, spec)
-    results = []
+    results: list[ExperimentResult] = []
     try:
         deployment = backend.deploy(spec)
         _say(f"deployed {spec.model} ({', '.join(f'{v.name}={v.weight}' for v in spec.variants)}, "
              f"{spec.split_api}) on {backend.name}; target {deployment.target_url()}")
-        results.append(verify_split(deployment, expected=expected, settings=settings, name="split", progress=progress))
-        for scenario in scenarios:
+        from ._mainjob import can_share_one_run, run_split_then_scenario
+
+        if scenarios and can_share_one_run(deployment, scenarios[0], settings):
+            # The main job: one load run, the split phase serving as the scenario's baseline.
+            first, *rest = scenarios
+            _say(f"split, then fault scenario {first.name} in the same load run: "
+                 f"{', '.join(f'{s.action} {s.variant}' for s in first.steps)}")
+            results.extend(run_split_then_scenario(deployment, first, expected=expected, settings=settings,
+                                                   progress=progress))
+        else:
+            rest = scenarios
+            results.append(verify_split(deployment, expected=expected, settings=settings, name="split",
+                                        progress=progress))
+        for scenario in rest:
             _say(f"fault scenario {scenario.name}: {', '.join(f'{s.action} {s.variant}' for s in scenario.steps)}")
             results.append(run_scenario(deployment, scenario, settings=settings, progress=progress))
     finally:

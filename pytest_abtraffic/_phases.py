@@ -113,7 +113,7 @@ class AdaptivePhases:
 
     def __init__(self, scenario: Scenario, spec: ExperimentSpec, expectation: FallbackExpectation, *,
                  users: int, recovery_s: float, rules: PhaseRules | None = None,
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, offset_s: float = 0.0) -> None:
         reason = fixed_timeline_reason(scenario, expectation)
         if reason is not None:
             raise ValueError(f"scenario {scenario.name!r} cannot run adaptively: {reason}")
@@ -125,6 +125,9 @@ class AdaptivePhases:
         self.recovery_s = recovery_s
         self.rules = rules or PhaseRules()
         self._progress = progress
+        # Records' times are since load start; the runner's since ``offset_s`` into the load (when the
+        # scenario starts part-way through a run, as in the main job's single load run).
+        self._offset_s = offset_s
         self.shares = spec.shares()
         self.failed = tuple(v for v in scenario.targets if v in self.shares)
         self.healthy = tuple(v for v in self.shares if v not in self.failed)
@@ -141,10 +144,19 @@ class AdaptivePhases:
         self._cap = 0
         self._undecided = ""  # what kept the fault phase open at the last look
 
+    def set_offset(self, offset_s: float) -> None:
+        """Where the scenario's time 0 lies in the load's time (before any record is looked at)."""
+        if self._seen:
+            raise RuntimeError("set_offset() after records were ingested")
+        self._offset_s = offset_s
+
     # -- bookkeeping -----------------------------------------------------------------------
     def _ingest(self, records: Sequence[RequestRecord]) -> None:
         for r in records[self._seen:]:
-            done = r.t + r.latency_ms / 1000.0
+            sent = r.t - self._offset_s
+            done = sent + r.latency_ms / 1000.0
+            if done < 0:
+                continue  # completed before the scenario's time began
             if self._dones and done < self._dones[-1]:
                 i = bisect.bisect_right(self._dones, done)
                 self._dones.insert(i, done)
@@ -155,7 +167,7 @@ class AdaptivePhases:
             user = _user(r.connection)
             latest = self._latest.get(user)
             if latest is None or done >= latest[1]:
-                self._latest[user] = (r.t, done)
+                self._latest[user] = (sent, done)
         self._seen = len(records)
 
     def _note(self, text: str) -> None:

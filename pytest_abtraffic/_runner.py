@@ -17,8 +17,9 @@ from ._result import ExperimentResult, FaultWindow, ServedWeights
 
 if TYPE_CHECKING:
     from ._backend import Deployment
-    from ._chaos import FallbackExpectation, Scenario, ScenarioObserver
+    from ._chaos import FallbackExpectation, Scenario, ScenarioObserver, ScenarioRunner
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._phases import AdaptivePhases
     from ._stats import SequentialState
 
 ProgressCallback = Callable[[str], None]
@@ -136,24 +137,23 @@ def _report_progress(progress: ProgressCallback | None, snapshot: LoadSnapshot, 
     progress(line)
 
 
-def verify_split(
-    deployment: Deployment,
-    *,
-    expected: Mapping[str, float] | None = None,
-    settings: VerifySettings | None = None,
-    name: str = "split",
-    progress: ProgressCallback | None = None,
-    plan: LoadPlan | None = None,
-) -> ExperimentResult:
-    """Drive load until the sequential test decides (or the budget runs out) and judge the split.
+@dataclass
+class SplitRun:
+    """A split verification prepared for one load run: what ``verify_split`` runs and then judges."""
 
-    The sequential test is the stopping rule (anytime-valid, so peeking is safe); the final table
-    is the fixed SRM + tolerance test on everything observed.
-    """
+    shares: Mapping[str, float]
+    budget: int
+    settings: VerifySettings
+    plan: LoadPlan
+    observer: _SplitObserver
+
+
+def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | None, settings: VerifySettings,
+                  progress: ProgressCallback | None, plan: LoadPlan | None) -> SplitRun:
+    """Shares, planned budget, load plan and the sequential observer of a split verification."""
     from ._load import LoadPlan
-    from ._stats import check_split, normalize_weights
+    from ._stats import normalize_weights
 
-    settings = settings or VerifySettings()
     spec = deployment.spec
     if not spec.load.early_stop:  # the spec's `load.early_stop: false` turns it off as --no-early-stop does
         settings = replace(settings, early_stop=False)
@@ -176,25 +176,31 @@ def verify_split(
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
-    check_programmed(deployment)  # its own failure, before any load or statistics
     observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged)
-    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    t0 = time.monotonic()
-    load = deployment.run_load(load_plan, observer)
+    return SplitRun(shares, budget, settings, load_plan, observer)
+
+
+def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, name: str, started: str,
+                 t0: float) -> ExperimentResult:
+    """Judge the split on the counts the sequential test decided on (or all of them)."""
+    from ._stats import check_split
+
+    spec = deployment.spec
+    settings, shares, observer = run.settings, run.shares, run.observer
     routes = None
     judged_records: Sequence[RequestRecord] = load.records
     if spec.routes:
         from ._route_check import check_routes
 
-        routes, judged_records = check_routes(load.records, spec.routes, spec.load.cohorts, load_plan.path)
-    all_counts = _successful_counts(judged_records, load_plan.unit, list(shares))
+        routes, judged_records = check_routes(load.records, spec.routes, spec.load.cohorts, run.plan.path)
+    all_counts = _successful_counts(judged_records, run.plan.unit, list(shares))
     counts = observer.decided_counts if observer.decided_counts is not None else all_counts
     split = check_split(counts, shares, tolerance=settings.tolerance, confidence=settings.confidence,
-                        alpha=settings.alpha, unit=load_plan.unit)
+                        alpha=settings.alpha, unit=run.plan.unit)
     notes = []
     if observer.state is not None and observer.state.decided:
         notes.append(f"sequential test stopped at n={observer.state.n:,} with verdict {observer.state.verdict!r} "
-                     f"(planned fixed budget {budget:,})")
+                     f"(planned fixed budget {run.budget:,})")
     late = sum(all_counts.values()) - sum(counts.values())
     if late:
         notes.append(f"{late:,} responses arrived after the decision while load stopped; they are not judged")
@@ -206,6 +212,29 @@ def verify_split(
                      f"the split is judged on the {routes.default_requests:,} that matched none")
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
                    notes=tuple(notes), routes=routes)
+
+
+def verify_split(
+    deployment: Deployment,
+    *,
+    expected: Mapping[str, float] | None = None,
+    settings: VerifySettings | None = None,
+    name: str = "split",
+    progress: ProgressCallback | None = None,
+    plan: LoadPlan | None = None,
+) -> ExperimentResult:
+    """Drive load until the sequential test decides (or the budget runs out) and judge the split.
+
+    The sequential test is the stopping rule (anytime-valid, so peeking is safe); the final table
+    is the fixed SRM + tolerance test on everything observed.
+    """
+    run = prepare_split(deployment, expected=expected, settings=settings or VerifySettings(), progress=progress,
+                        plan=plan)
+    check_programmed(deployment)  # its own failure, before any load or statistics
+    started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    load = deployment.run_load(run.plan, run.observer)
+    return finish_split(deployment, run, load, name=name, started=started, t0=t0)
 
 
 class _ScenarioProgress:
@@ -230,33 +259,34 @@ class _ScenarioProgress:
         return self.inner.on_progress(snapshot, records)
 
 
-def run_scenario(
-    deployment: Deployment,
-    scenario: Scenario,
-    *,
-    settings: VerifySettings | None = None,
-    expectation: FallbackExpectation | None = None,
-    name: str | None = None,
-    progress: ProgressCallback | None = None,
-    plan: LoadPlan | None = None,
-) -> ExperimentResult:
-    """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment.
+@dataclass
+class ScenarioRun:
+    """A fault scenario prepared for one load run: its runner, observer, expectation and phases."""
 
-    With ``settings.early_stop`` (the default) a one-step fault scenario runs its phases adaptively
-    (``_phases``): each ends once decided, the planned times stay the deadlines.
-    """
-    from ._chaos import ScenarioObserver, ScenarioRunner, default_expectation, evaluate_fallback
+    scenario: Scenario
+    settings: VerifySettings
+    plan: LoadPlan
+    expectation: FallbackExpectation
+    runner: ScenarioRunner
+    observer: _ScenarioProgress
+    phases: AdaptivePhases | None
+    phase_notes: list[str]
+
+
+def prepare_scenario(deployment: Deployment, scenario: Scenario, *, settings: VerifySettings,
+                     expectation: FallbackExpectation | None, progress: ProgressCallback | None,
+                     plan: LoadPlan | None) -> ScenarioRun:
+    """Expectation, adaptive phases (unless the fixed timeline applies), runner and observer."""
+    from ._chaos import ScenarioObserver, ScenarioRunner, default_expectation
     from ._load import LoadPlan
     from ._phases import AdaptivePhases, fixed_timeline_reason
 
-    settings = settings or VerifySettings()
     spec = deployment.spec
     load_plan = plan or LoadPlan.from_spec(spec)
     total_s = scenario.end_s() + settings.recovery_s
     load_plan = replace(load_plan, max_requests=None, duration_s=total_s + 10.0)
     if settings.users is not None:
         load_plan = replace(load_plan, users=settings.users)
-    check_programmed(deployment)
     exp = expectation if expectation is not None else default_expectation(spec, scenario)
     phases: AdaptivePhases | None = None
     phase_notes: list[str] = []
@@ -276,19 +306,50 @@ def run_scenario(
     runner = ScenarioRunner(scenario)
     observer = _ScenarioProgress(ScenarioObserver(runner, deployment, settings.recovery_s, phases=phases), settings,
                                  spec.variant_names, load_plan.unit, progress)
+    return ScenarioRun(scenario, settings, load_plan, exp, runner, observer, phases, phase_notes)
+
+
+def finish_scenario(deployment: Deployment, run: ScenarioRun, load: LoadResult, windows: Sequence[FaultWindow], *,
+                    name: str | None, started: str, t0: float) -> ExperimentResult:
+    """Evaluate the fallback on the run's records and the windows the runner recorded."""
+    from ._chaos import evaluate_fallback
+
+    spec = deployment.spec
+    notes = list(run.phase_notes)
+    if run.phases is not None:
+        notes.extend(run.phases.notes)
+    report = evaluate_fallback(load, run.scenario, windows, spec, run.expectation,
+                               post_recovery=run.phases.decision if run.phases is not None else None,
+                               phase_notes=notes)
+    return _result(deployment, name or f"fallback:{run.scenario.name}", spec.shares(), load, started, t0,
+                   fallback=report, fault_windows=tuple(windows))
+
+
+def run_scenario(
+    deployment: Deployment,
+    scenario: Scenario,
+    *,
+    settings: VerifySettings | None = None,
+    expectation: FallbackExpectation | None = None,
+    name: str | None = None,
+    progress: ProgressCallback | None = None,
+    plan: LoadPlan | None = None,
+) -> ExperimentResult:
+    """Run ``scenario`` under load and evaluate the fallback. Always restores the deployment.
+
+    With ``settings.early_stop`` (the default) a one-step fault scenario runs its phases adaptively
+    (``_phases``): each ends once decided, the planned times stay the deadlines.
+    """
+    run = prepare_scenario(deployment, scenario, settings=settings or VerifySettings(), expectation=expectation,
+                           progress=progress, plan=plan)
+    check_programmed(deployment)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     try:
-        load: LoadResult = deployment.run_load(load_plan, observer)
+        load: LoadResult = deployment.run_load(run.plan, run.observer)
     finally:
-        windows = runner.stop()  # restores the deployment, re-raises step errors
-    if phases is not None:
-        phase_notes.extend(phases.notes)
-    report = evaluate_fallback(load, scenario, windows, spec, exp,
-                               post_recovery=phases.decision if phases is not None else None,
-                               phase_notes=phase_notes)
-    return _result(deployment, name or f"fallback:{scenario.name}", spec.shares(), load, started, t0,
-                   fallback=report, fault_windows=tuple(windows))
+        windows = run.runner.stop()  # restores the deployment, re-raises step errors
+    return finish_scenario(deployment, run, load, windows, name=name, started=started, t0=t0)
 
 
 def served_weights(deployment: Deployment) -> ServedWeights | None:
