@@ -259,3 +259,34 @@ def test_an_early_decision_almost_never_contradicts_the_truth(p: float, bound: f
     print(f"\nMEASURED early rate decision p={p} bound={bound}: wrong {wrong}/2000, decided {decided}/2000")
     assert wrong == 0
     assert decided >= min_decided
+
+
+# -- the main job's one load run ---------------------------------------------------------------------
+
+
+def test_the_scenario_part_of_one_run_keeps_only_its_baseline_second_on_its_own_clock() -> None:
+    from pytest_abtraffic._mainjob import _shifted
+
+    records = [RequestRecord(t / 10, "v1", 200, 50.0, "u0") for t in range(100)]  # 0.0 .. 9.9 s, 50 ms each
+    part = _shifted(records, 8.0)
+    # Requests that completed before the scenario's time 0 are left to the split; one in flight across
+    # it is kept (sent at -0.0 s on the scenario's clock).
+    assert [round(r.t, 3) for r in part][:3] == [0.0, 0.1, 0.2]
+    assert len(part) == 20
+
+
+def test_one_run_only_where_it_judges_the_same() -> None:
+    from pytest_abtraffic._mainjob import can_share_one_run
+    from pytest_abtraffic._runner import VerifySettings
+
+    class Dep:
+        def __init__(self, backend_name: str, spec: object) -> None:
+            self.backend_name = backend_name
+            self.spec = spec
+
+    kill = builtin_scenario("kill", SPEC, "v2")
+    assert can_share_one_run(Dep("local", SPEC), kill, VerifySettings())  # type: ignore[arg-type]
+    assert not can_share_one_run(Dep("kind", SPEC), kill, VerifySettings())  # type: ignore[arg-type]
+    assert not can_share_one_run(Dep("local", SPEC), kill, VerifySettings(early_stop=False))  # type: ignore[arg-type]
+    endless = type(kill)(kill.name, (type(kill.steps[0])("kill", "v2", 1.0, None),), "")
+    assert not can_share_one_run(Dep("local", SPEC), endless, VerifySettings())  # type: ignore[arg-type]
