@@ -64,15 +64,25 @@ class FallbackAssertionError(AbTrafficAssertionError):
     """Traffic did not fall back (or recover) as expected. The message holds the timeline."""
 
 
+class SloViolationError(AbTrafficAssertionError):
+    """A per-version SLO is not shown to hold (violated, or not enough requests to tell)."""
+
+
+class ComparisonError(AbTrafficAssertionError):
+    """The candidate is not shown to be within the allowed margin of the baseline."""
+
+
 __all__ = [
     "AbTrafficAssertionError",
     "AbTrafficError",
     "BackendError",
     "CommandError",
+    "ComparisonError",
     "FallbackAssertionError",
     "LoadError",
     "NotReadyError",
     "PrerequisiteError",
+    "SloViolationError",
     "SpecError",
     "SplitMismatchError",
     "UsageError",
