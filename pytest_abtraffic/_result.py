@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._backend import BackendCounters
     from ._chaos import FallbackReport
+    from ._compare import CompareReport
     from ._load import LoadResult
+    from ._slo import SloReport
     from ._stats import SequentialState, SplitResult
 
 
@@ -41,12 +43,16 @@ class ExperimentResult:
     started_at: str = ""
     duration_s: float = 0.0
     notes: tuple[str, ...] = ()
+    slo: SloReport | None = None
+    compare: CompareReport | None = None
 
     @property
     def ok(self) -> bool:
         split_ok = self.split is None or self.split.ok
         fallback_ok = self.fallback is None or self.fallback.ok
-        return split_ok and fallback_ok
+        slo_ok = self.slo is None or self.slo.ok
+        compare_ok = self.compare is None or self.compare.ok
+        return split_ok and fallback_ok and slo_ok and compare_ok
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form; the schema lives in ``pytest_abtraffic/_report`` (``RESULT_SCHEMA``)."""
@@ -77,6 +83,8 @@ class ExperimentResult:
             },
             "load": self.load.to_dict(),
             "notes": list(self.notes),
+            "slo": self.slo.to_dict() if self.slo is not None else None,
+            "compare": self.compare.to_dict() if self.compare is not None else None,
         }
 
 

@@ -6,6 +6,7 @@ Shared by the pytest fixtures and ``abtraffic verify`` so both judge a split the
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -17,7 +18,9 @@ from ._result import ExperimentResult, FaultWindow
 if TYPE_CHECKING:
     from ._backend import Deployment
     from ._chaos import FallbackExpectation, Scenario, ScenarioObserver
+    from ._compare import CompareSpec
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._slo import SloLimit
     from ._stats import SequentialState
 
 ProgressCallback = Callable[[str], None]
@@ -41,8 +44,17 @@ class VerifySettings:
     duration_s: float | None = None
     recovery_s: float = 6.0
     progress_interval_s: float = 1.0
+    # Per-version SLOs and candidate vs baseline (docs/judgments.md); strings are parsed here
+    # (``"p99_ms<=250"``, ``"baseline=v1,latency_p95_ratio<=1.1"``). Empty: the spec's, if any.
+    slo: tuple[SloLimit, ...] = ()
+    compare: CompareSpec | None = None
 
     def __post_init__(self) -> None:
+        from ._compare import parse_compare
+        from ._slo import parse_slo
+
+        object.__setattr__(self, "slo", parse_slo(self.slo))
+        object.__setattr__(self, "compare", parse_compare(self.compare))
         if not 0 < self.tolerance < 1:
             raise SpecError("tolerance", f"must be between 0 and 1 (a share, 0.02 = 2 points), got {self.tolerance!r}")
         if not 0.5 <= self.confidence < 1:
@@ -81,7 +93,7 @@ class _SplitObserver:
     """Feeds the sequential test during load; asks the driver to stop once it has a verdict."""
 
     def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
-                 variants: Sequence[str], progress: ProgressCallback | None) -> None:
+                 variants: Sequence[str], progress: ProgressCallback | None, min_total: int = 0) -> None:
         from ._stats import SequentialSplitTest
 
         self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
@@ -91,6 +103,8 @@ class _SplitObserver:
         self._variants = list(variants)
         self._progress = progress
         self._last_print = 0.0
+        # SLO and comparison checks need this many units before the run may stop early.
+        self._min_total = min_total
         self.state: SequentialState | None = None
         # The counts the sequential test decided on; records that arrive while load stops are not judged.
         self.decided_counts: dict[str, int] | None = None
@@ -102,11 +116,11 @@ class _SplitObserver:
         counts = _successful_counts(records, self._unit, self._variants)
         if sum(counts.values()) > 0 and self.decided_counts is None:
             self.state = self._test.update(counts)
-            if self.state.decided and self._settings.early_stop:
+            if self.state.decided and self._settings.early_stop and sum(counts.values()) >= self._min_total:
                 self.decided_counts = counts
         verdict = self.state.verdict if self.state is not None else "undecided"
         _report_progress(self._progress, snapshot, counts, verdict, self)
-        return bool(self._settings.early_stop and self.state is not None and self.state.decided)
+        return self.decided_counts is not None
 
 
 def _report_progress(progress: ProgressCallback | None, snapshot: LoadSnapshot, counts: Mapping[str, int],
@@ -151,6 +165,14 @@ def verify_split(
     # Normalised once here; the planner, the sequential and the fixed test take them as they are.
     shares = normalize_weights(expected if expected is not None else spec.shares())
     budget = planned_budget(shares, settings)
+    slo_limits = settings.slo or spec.slo
+    compare = settings.compare or spec.compare
+    judged = [name for name, share in shares.items() if share > 0.0]  # zero-weight versions get no traffic
+    min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence)
+    if compare is not None and compare.baseline not in shares:
+        raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
+    if settings.requests is None:
+        budget = max(budget, min_total)
     load_plan = plan or LoadPlan.from_spec(spec)
     overrides: dict[str, Any] = {"max_requests": budget}
     if settings.users is not None:
@@ -158,7 +180,7 @@ def verify_split(
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
-    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, min_total)
     started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     load = deployment.run_load(load_plan, observer)
@@ -176,8 +198,40 @@ def verify_split(
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    extra: dict[str, Any] = {}
+    if slo_limits:
+        from ._slo import check_slo
+
+        extra["slo"] = check_slo(load.records, slo_limits, confidence=settings.confidence, versions=judged)
+    if compare is not None:
+        from ._compare import check_compare
+
+        extra["compare"] = check_compare(load.records, compare, confidence=settings.confidence,
+                                         candidates=[n for n in judged if n != compare.baseline])
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
-                   notes=tuple(notes))
+                   notes=tuple(notes), **extra)
+
+
+def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | None, shares: Mapping[str, float],
+                        confidence: float) -> int:
+    """Units a run needs before SLO/comparison bounds can clear their limits for every version.
+
+    Twice the fewest per version for a bound to exist at all (so it is not the sample's maximum),
+    divided by the smallest positive share.
+    """
+    per_version = 0
+    if slo_limits:
+        from ._slo import slo_min_requests
+
+        per_version = slo_min_requests(slo_limits, confidence)
+    if compare is not None:
+        from ._compare import compare_min_requests
+
+        per_version = max(per_version, compare_min_requests(compare, confidence))
+    positive = [s for s in shares.values() if s > 0.0]
+    if not per_version or not positive:
+        return 0
+    return math.ceil(2 * per_version / min(positive))
 
 
 class _ScenarioProgress:

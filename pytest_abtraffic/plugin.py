@@ -188,7 +188,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "fail_fast_timeout"}
+                "fail_fast_timeout", "slo", "compare"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -411,6 +411,9 @@ class AbTraffic:
                                            name=self._name("split"), progress=self._progress))
         assert result.split is not None
         result.split.raise_if_failed()
+        for judgment in (result.slo, result.compare):
+            if judgment is not None:
+                judgment.raise_if_failed()
         return result
 
     def assert_split(self, counts: Mapping[str, int], weights: Mapping[str, float] | None = None,
@@ -469,6 +472,8 @@ def abtraffic(abtraffic_deployment: Deployment, abtraffic_config: AbTrafficConfi
             confidence=float(options.get("confidence", abtraffic_config.confidence)),
             requests=options.get("requests", abtraffic_config.requests),
             users=options.get("users"),
+            slo=options.get("slo", ()),
+            compare=options.get("compare"),
         )
     except SpecError as exc:
         raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {exc}") from None

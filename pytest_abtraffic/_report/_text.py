@@ -82,6 +82,10 @@ def format_experiment(result: ExperimentResult) -> str:
                 detail = f" ({check.detail})" if check.detail else ""
                 lines.append(f"{_INDENT}{_INDENT}failed check {check.name}: observed {check.observed}, "
                              f"expected {check.expected}{detail}")
+    for title, extra in (("slo", result.slo), ("compare", result.compare)):
+        if extra is not None:
+            lines.append(f"{_INDENT}{title} [{'PASS' if extra.ok else 'FAIL'}]")
+            lines.extend(f"{_INDENT}{_INDENT}{line}" for line in extra.table().splitlines())
     if load.stopped_early:
         lines.append(f"{_INDENT}load stopped early: {load.stop_reason}")
     lines.extend(f"{_INDENT}note: {note}" for note in result.notes)

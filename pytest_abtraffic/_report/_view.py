@@ -264,6 +264,9 @@ def verdict_line(result: ExperimentResult) -> str:
         failed = [c.name for c in fb.checks if not c.ok]
         state = "fallback ok" if fb.ok else f"fallback failed ({', '.join(map(str, failed)) or 'see checks'})"
         parts.append(f"{state}: scenario {_scenario_name(fb.scenario)}")
+    for extra in (result.slo, result.compare):
+        if extra is not None:
+            parts.append(extra.verdict)
     if not parts:
         parts.append("no split judgement and no fallback scenario: nothing was asserted")
     return "; ".join(parts)
