@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 
 def _verify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -88,3 +91,17 @@ def test_candidate_slower_by_configuration_fails_the_latency_ratio(tmp_path: Pat
 def test_unknown_compare_baseline_is_bad_input(tmp_path: Path) -> None:
     proc = _verify("--compare", "baseline=v9,error_rate_delta<=0.01", cwd=tmp_path)
     assert proc.returncode == 2 and "unknown baseline 'v9'" in proc.stderr
+
+
+def test_marker_slo_fails_the_test_with_the_slo_error(pytester: pytest.Pytester) -> None:
+    """The marker key and the fixture: a violated SLO is a test failure (SloViolationError), not an error."""
+    pytester.makepyfile(test_inner=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.abtraffic(slo="p99_ms<=0.01", requests=3000, tolerance=0.05)
+        def test_slo(abtraffic):
+            abtraffic.verify_split()
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--abtraffic-seed", "11", timeout=180)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*SloViolationError: slo violated: v1 p99_ms <= 0.01 ms: violated*"])
