@@ -198,6 +198,12 @@ def verify_split(
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    if load_plan.unit == "requests":  # a per-connection unit already expects sticky connections
+        from ._connections import diagnose_connections
+
+        diagnosis = diagnose_connections(load.records, judged, alpha=settings.alpha)
+        if diagnosis is not None and diagnosis.fired:
+            notes.append(diagnosis.message)
     extra: dict[str, Any] = {}
     if slo_limits:
         from ._slo import check_slo
