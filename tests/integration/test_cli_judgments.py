@@ -101,7 +101,11 @@ def test_marker_slo_fails_the_test_with_the_slo_error(pytester: pytest.Pytester)
         @pytest.mark.abtraffic(slo="p99_ms<=0.01", requests=3000, tolerance=0.05)
         def test_slo(abtraffic):
             abtraffic.verify_split()
+
+        @pytest.mark.abtraffic(requests=3000, tolerance=0.05)
+        def test_compare_kwarg(abtraffic):
+            abtraffic.verify_split(compare="baseline=v1,error_rate_delta<=0.01", slo="p99_ms<=5000")
     """))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--abtraffic-seed", "11", timeout=180)
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*SloViolationError: slo violated: v1 p99_ms <= 0.01 ms: violated*"])
