@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--no-early-stop", action="store_true",
                         help="always spend the whole request budget, and run fault scenarios on their fixed "
                         "timeline (by default each phase ends once decided)")
+    verify.add_argument("--slo", help="per-version SLOs judged at --confidence, e.g. 'p99_ms<=250,error_rate<=0.01' "
+                        "(p50_ms, p90_ms, p95_ms, p99_ms, error_rate); default: the spec's slo")
+    verify.add_argument("--compare", help="candidate vs baseline, e.g. 'baseline=v1,latency_p95_ratio<=1.10,"
+                        "error_rate_delta<=0.005'; default: the spec's compare")
     verify.add_argument("--fallback", action="append", default=[], metavar="SCENARIO",
                         help="fault scenario to run after the split check: kill, kill-one, scale-zero, errors, "
                         "slow, unready (optionally NAME:VARIANT, e.g. kill:v2); repeatable")
@@ -280,8 +284,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
         from_spec = scenario_from_spec(spec)
         scenarios = [from_spec] if from_spec is not None else []
+    from ._compare import parse_compare
+    from ._slo import parse_slo
+
     settings = VerifySettings(tolerance=args.tolerance, confidence=args.confidence, requests=args.requests,
-                              early_stop=not args.no_early_stop, users=args.users)
+                              early_stop=not args.no_early_stop, users=args.users,
+                              slo=parse_slo(args.slo, "--slo"), compare=parse_compare(args.compare, "--compare"))
+    if settings.compare is not None and settings.compare.baseline not in spec.variant_names:
+        raise SpecError("--compare", f"unknown baseline {settings.compare.baseline!r}; "
+                        f"known: {', '.join(spec.variant_names)}")
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,
                           keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos,
                           seed=args.seed, load_image=args.load_image, model_image=args.model_image)

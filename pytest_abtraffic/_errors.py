@@ -79,17 +79,27 @@ class RouteMismatchError(AbTrafficAssertionError):
     """Traffic a header rule matched did not all reach the rule's backend. The message names rule and version."""
 
 
+class SloViolationError(AbTrafficAssertionError):
+    """A per-version SLO is not shown to hold (violated, or not enough requests to tell)."""
+
+
+class ComparisonError(AbTrafficAssertionError):
+    """The candidate is not shown to be within the allowed margin of the baseline."""
+
+
 __all__ = [
     "AbTrafficAssertionError",
     "AbTrafficError",
     "BackendError",
     "CommandError",
+    "ComparisonError",
     "FallbackAssertionError",
     "LoadError",
     "NotReadyError",
     "PrerequisiteError",
     "ProgrammedWeightsError",
     "RouteMismatchError",
+    "SloViolationError",
     "SpecError",
     "SplitMismatchError",
     "UsageError",

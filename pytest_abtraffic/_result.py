@@ -11,9 +11,11 @@ from ._scenario import FaultWindow
 
 if TYPE_CHECKING:
     from ._backend import BackendCounters
+    from ._compare import CompareReport
     from ._fallback import FallbackReport
     from ._load import LoadResult
     from ._route_check import RouteReport
+    from ._slo import SloReport
     from ._stats import SequentialState, SplitResult
 
 
@@ -70,6 +72,8 @@ class ExperimentResult:
     notes: tuple[str, ...] = ()
     weights: ServedWeights | None = None
     routes: RouteReport | None = None
+    slo: SloReport | None = None
+    compare: CompareReport | None = None
 
     def observed_shares(self) -> dict[str, float]:
         """Share of successful responses per version over the whole run."""
@@ -82,7 +86,9 @@ class ExperimentResult:
         split_ok = self.split is None or self.split.ok
         fallback_ok = self.fallback is None or self.fallback.ok
         routes_ok = self.routes is None or self.routes.ok
-        return split_ok and fallback_ok and routes_ok
+        slo_ok = self.slo is None or self.slo.ok
+        compare_ok = self.compare is None or self.compare.ok
+        return split_ok and fallback_ok and routes_ok and slo_ok and compare_ok
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form; the schema lives in ``pytest_abtraffic/_report`` (``RESULT_SCHEMA``)."""
@@ -116,6 +122,8 @@ class ExperimentResult:
             "notes": list(self.notes),
             "weights": ({**self.weights.to_dict(), "observed": self.observed_shares()}
                         if self.weights is not None else None),
+            "slo": self.slo.to_dict() if self.slo is not None else None,
+            "compare": self.compare.to_dict() if self.compare is not None else None,
         }
 
 

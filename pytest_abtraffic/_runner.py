@@ -18,8 +18,10 @@ from ._result import ExperimentResult, FaultWindow, ServedWeights
 if TYPE_CHECKING:
     from ._backend import Deployment
     from ._chaos import FallbackExpectation, Scenario, ScenarioObserver, ScenarioRunner
+    from ._compare import CompareSpec
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
     from ._phases import AdaptivePhases
+    from ._slo import SloLimit
     from ._stats import SequentialState
 
 ProgressCallback = Callable[[str], None]
@@ -45,8 +47,17 @@ class VerifySettings:
     duration_s: float | None = None
     recovery_s: float = 6.0
     progress_interval_s: float = 1.0
+    # Per-version SLOs and candidate vs baseline (docs/judgments.md); strings are parsed here
+    # (``"p99_ms<=250"``, ``"baseline=v1,latency_p95_ratio<=1.1"``). Empty: the spec's, if any.
+    slo: tuple[SloLimit, ...] = ()
+    compare: CompareSpec | None = None
 
     def __post_init__(self) -> None:
+        from ._compare import parse_compare
+        from ._slo import parse_slo
+
+        object.__setattr__(self, "slo", parse_slo(self.slo))
+        object.__setattr__(self, "compare", parse_compare(self.compare))
         if not 0 < self.tolerance < 1:
             raise SpecError("tolerance", f"must be between 0 and 1 (a share, 0.02 = 2 points), got {self.tolerance!r}")
         if not 0.5 <= self.confidence < 1:
@@ -86,7 +97,8 @@ class _SplitObserver:
 
     def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
                  variants: Sequence[str], progress: ProgressCallback | None,
-                 judged: Callable[[Sequence[RequestRecord]], Sequence[RequestRecord]] | None = None) -> None:
+                 judged: Callable[[Sequence[RequestRecord]], Sequence[RequestRecord]] | None = None,
+                 min_total: int = 0) -> None:
         from ._stats import SequentialSplitTest
 
         self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
@@ -97,6 +109,8 @@ class _SplitObserver:
         self._progress = progress
         self._judged = judged  # header routes: only the default rule's records are split by the weights
         self._last_print = 0.0
+        # SLO and comparison checks need this many units before the run may stop early.
+        self._min_total = min_total
         self.state: SequentialState | None = None
         # The counts the sequential test decided on; records that arrive while load stops are not judged.
         self.decided_counts: dict[str, int] | None = None
@@ -110,11 +124,11 @@ class _SplitObserver:
         counts = _successful_counts(records, self._unit, self._variants)
         if sum(counts.values()) > 0 and self.decided_counts is None:
             self.state = self._test.update(counts)
-            if self.state.decided and self._settings.early_stop:
+            if self.state.decided and self._settings.early_stop and sum(counts.values()) >= self._min_total:
                 self.decided_counts = counts
         verdict = self.state.verdict if self.state is not None else "undecided"
         _report_progress(self._progress, snapshot, counts, verdict, self)
-        return bool(self._settings.early_stop and self.state is not None and self.state.decided)
+        return self.decided_counts is not None
 
 
 def _report_progress(progress: ProgressCallback | None, snapshot: LoadSnapshot, counts: Mapping[str, int],
@@ -146,6 +160,9 @@ class SplitRun:
     settings: VerifySettings
     plan: LoadPlan
     observer: _SplitObserver
+    slo: tuple[SloLimit, ...] = ()
+    compare: CompareSpec | None = None
+    positive: tuple[str, ...] = ()  # versions with a share above zero (a zero-weight one gets no traffic)
 
 
 def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | None, settings: VerifySettings,
@@ -160,6 +177,14 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     # Normalised once here; the planner, the sequential and the fixed test take them as they are.
     shares = normalize_weights(expected if expected is not None else spec.shares())
     budget = planned_budget(shares, settings)
+    slo_limits = settings.slo or spec.slo
+    compare = settings.compare or spec.compare
+    positive = tuple(name for name, share in shares.items() if share > 0.0)
+    min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence)
+    if compare is not None and compare.baseline not in shares:
+        raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
+    if settings.requests is None:
+        budget = max(budget, min_total)
     load_plan = plan or LoadPlan.from_spec(spec)
     judged = None
     if spec.routes:
@@ -176,8 +201,8 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
-    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged)
-    return SplitRun(shares, budget, settings, load_plan, observer)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged, min_total)
+    return SplitRun(shares, budget, settings, load_plan, observer, tuple(slo_limits), compare, positive)
 
 
 def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, name: str, started: str,
@@ -210,8 +235,46 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
     if routes is not None:
         notes.append(f"header routes: {len(load.records) - routes.default_requests:,} requests matched a rule; "
                      f"the split is judged on the {routes.default_requests:,} that matched none")
+    if run.plan.unit == "requests":  # a per-connection unit already expects sticky connections
+        from ._connections import diagnose_connections
+
+        diagnosis = diagnose_connections(judged_records, list(run.positive), alpha=settings.alpha)
+        if diagnosis is not None and diagnosis.fired:
+            notes.append(diagnosis.message)
+    extra: dict[str, Any] = {}
+    if run.slo:
+        from ._slo import check_slo
+
+        extra["slo"] = check_slo(load.records, run.slo, confidence=settings.confidence, versions=list(run.positive))
+    if run.compare is not None:
+        from ._compare import check_compare
+
+        extra["compare"] = check_compare(load.records, run.compare, confidence=settings.confidence,
+                                         candidates=[n for n in run.positive if n != run.compare.baseline])
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
-                   notes=tuple(notes), routes=routes)
+                   notes=tuple(notes), routes=routes, **extra)
+
+
+def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | None, shares: Mapping[str, float],
+                        confidence: float) -> int:
+    """Units a run needs before SLO/comparison bounds can clear their limits for every version.
+
+    Twice the fewest per version for a bound to exist at all (so it is not the sample's maximum),
+    divided by the smallest positive share.
+    """
+    per_version = 0
+    if slo_limits:
+        from ._slo import slo_min_requests
+
+        per_version = slo_min_requests(slo_limits, confidence)
+    if compare is not None:
+        from ._compare import compare_min_requests
+
+        per_version = max(per_version, compare_min_requests(compare, confidence))
+    positive = [s for s in shares.values() if s > 0.0]
+    if not per_version or not positive:
+        return 0
+    return math.ceil(2 * per_version / min(positive))
 
 
 def verify_split(

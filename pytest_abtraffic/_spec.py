@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
+from ._compare import CompareSpec, parse_compare
 from ._errors import SpecError
 from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, shadowed_rules
+from ._slo import SloLimit, parse_slo
 from ._units import check_float as _check_float
 from ._units import parse_duration
 
@@ -44,6 +46,7 @@ QUANTITY = re.compile(r"^(?P<num>\d+(\.\d+)?)(?P<milli>m)?$")
 REFERENCE_IMAGE = "pytest-abtraffic/ai-model:0.1.0"
 REFERENCE_COMMAND: tuple[str, ...] = ("{python}", "-m", "ai_model", "--host", "{host}", "--port", "{port}")
 REFERENCE_ADMIN_PORT = 9901
+EXTRA_LATENCY_ENV = "MODEL_EXTRA_LATENCY_MS"  # read by the reference server (fixtures/ai_model/server.py)
 _RETRY_ONE = r"(5xx|gateway-error|[1-5]\d\d(-[1-5]\d\d)?)"
 RETRY_CONDITION = re.compile(rf"^{_RETRY_ONE}(,{_RETRY_ONE})*$")
 
@@ -140,6 +143,17 @@ class Variant:
     image_pull_policy: str = "IfNotPresent"
     ready_path: str = "/readyz"
     live_path: str = "/healthz"
+    # Configured slowness of the reference model server (MODEL_EXTRA_LATENCY_MS), e.g. to show a
+    # slower candidate failing a comparison; merged into ``env`` so every backend passes it on.
+    extra_latency_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        extra = self.extra_latency_ms
+        if isinstance(extra, bool) or not isinstance(extra, int | float) or not 0 <= extra <= 60_000:
+            raise SpecError(f"variants[{self.name}].extra_latency_ms",
+                            f"must be a number of milliseconds from 0 to 60000, got {extra!r}")
+        if extra:
+            object.__setattr__(self, "env", {**dict(self.env), EXTRA_LATENCY_ENV: f"{float(extra):g}"})
 
 
 @dataclass(frozen=True)
@@ -222,6 +236,9 @@ class ExperimentSpec:
     load: LoadSettings = field(default_factory=LoadSettings)
     scenarios: tuple[Mapping[str, Any], ...] = ()
     routes: tuple[RouteRule, ...] = ()  # header (cohort) rules before the weighted default rule
+    # Judgments beyond the ratio (docs/judgments.md): per-version SLOs, candidate vs baseline.
+    slo: tuple[SloLimit, ...] = ()
+    compare: CompareSpec | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -325,6 +342,9 @@ def _quantity_text(value: Fraction) -> str:
 
 def validate(spec: ExperimentSpec) -> None:
     _check_name(spec.model, "model")
+    if spec.compare is not None and spec.compare.baseline not in spec.variant_names:
+        raise SpecError("compare.baseline", f"unknown variant {spec.compare.baseline!r}; "
+                        f"the experiment has {', '.join(spec.variant_names)}")
     if spec.namespace is not None:
         _check_name(spec.namespace, "namespace")
     for name in (spec.apex_service, *(spec.service_name(v.name) for v in spec.variants)):
@@ -452,9 +472,9 @@ def default_spec(**changes: Any) -> ExperimentSpec:
 # YAML / mapping loader
 
 _TOP_KEYS = {"model", "namespace", "variants", "split", "service_port", "version_header",
-             "failure_policy", "load", "scenarios", "fallback", "routes"}
+             "failure_policy", "load", "scenarios", "fallback", "routes", "slo", "compare"}
 _VARIANT_KEYS = {"name", "weight", "replicas", "port", "image", "command", "env", "local_env",
-                 "admin_port", "image_pull_policy", "ready_path", "live_path", "reference"}
+                 "admin_port", "image_pull_policy", "ready_path", "live_path", "reference", "extra_latency_ms"}
 _SPLIT_KEYS = {"api", "route_group"}
 _POLICY_KEYS = {"failure_accrual", "retries", "timeouts", "fail_fast_timeout"}
 _ACCRUAL_KEYS = {"max_failures", "min_penalty", "max_penalty", "jitter_ratio"}
@@ -513,6 +533,10 @@ def spec_from_mapping(data: object) -> ExperimentSpec:
         kwargs["load"] = _load(top["load"])
     if "routes" in top:
         kwargs["routes"] = parse_routes(top["routes"])
+    if "slo" in top:
+        kwargs["slo"] = parse_slo(top["slo"], "slo")
+    if "compare" in top:
+        kwargs["compare"] = parse_compare(top["compare"], "compare")
     scenarios = top.get("scenarios", top.get("fallback"))
     if scenarios is not None:
         if not isinstance(scenarios, Sequence) or isinstance(scenarios, str | bytes):
@@ -537,7 +561,8 @@ def _variant(item: object, where: str) -> Variant:
     _check_name(name, f"{where}.name", "variant name")
     base = reference_variant(name) if raw.pop("reference", False) else Variant(name=name)
     changes: dict[str, Any] = {}
-    for key in ("weight", "replicas", "port", "image", "admin_port", "image_pull_policy", "ready_path", "live_path"):
+    for key in ("weight", "replicas", "port", "image", "admin_port", "image_pull_policy", "ready_path", "live_path",
+                "extra_latency_ms"):
         if key in raw:
             changes[key] = raw[key]
     if "command" in raw:

@@ -256,7 +256,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "fail_fast_timeout", "early_stop", "manifests"}
+                "fail_fast_timeout", "early_stop", "manifests", "slo", "compare"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -528,6 +528,9 @@ class AbTraffic:
         if result.routes is not None:
             result.routes.raise_if_failed()
         result.split.raise_if_failed()
+        for judgment in (result.slo, result.compare):
+            if judgment is not None:
+                judgment.raise_if_failed()
         return result
 
     def assert_split(self, counts: Mapping[str, int], weights: Mapping[str, float] | None = None,
@@ -587,6 +590,8 @@ def abtraffic(abtraffic_deployment: Deployment, abtraffic_config: AbTrafficConfi
             requests=options.get("requests", abtraffic_config.requests),
             users=options.get("users"),
             early_stop=bool(options.get("early_stop", True)),
+            slo=options.get("slo", ()),
+            compare=options.get("compare"),
         )
     except SpecError as exc:
         raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {exc}") from None

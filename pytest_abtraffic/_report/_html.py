@@ -35,8 +35,10 @@ from ._view import (
 )
 
 if TYPE_CHECKING:
+    from .._compare import CompareReport
     from .._load import LoadResult, TimeBucket
     from .._result import ExperimentResult
+    from .._slo import SloReport
 
 PLOT_IDS: tuple[str, ...] = ("plot-share", "plot-latency", "plot-errors")
 # Beyond this many buckets a plot gets unreadable (and heavy): coarser buckets are used instead.
@@ -576,6 +578,18 @@ def _share_caption(result: ExperimentResult, bucket_text: str) -> str:
     return f"{lines}; dashed lines are the configured weights{band}{faults}."
 
 
+def _judgment_section(section_id: str, title: str, report: SloReport | CompareReport | None) -> str:
+    """An SLO or comparison verdict: its sentence, then its checks (failed and unclear rows marked)."""
+    if report is None:
+        return ""
+    header, rows = report.table_rows()
+    bad = {i for i, row in enumerate(rows) if row[-1] != "pass"}
+    notes = "".join(f"<p class=\"muted\">note: {esc(line)}</p>" for line in report.notes())
+    return (f'<section id="{section_id}"><h2>{esc(title)} {_yes_no(report.ok)}</h2>'
+            f'<p data-testid="{section_id}-verdict">{esc(report.verdict)}</p>'
+            + _table(f"{section_id}-checks", "", header, rows, bad_rows=bad) + notes + "</section>")
+
+
 def render_html(result: ExperimentResult) -> str:
     """The whole report as one HTML document (UTF-8, no external resources)."""
     from .._version import __version__
@@ -605,6 +619,8 @@ def render_html(result: ExperimentResult) -> str:
         _errors_section(result, views, buckets, bucket_s),
         _fallback_section(fb) if fb is not None else "",
         _routes_section(result),
+        _judgment_section("slo", "Service levels", result.slo),
+        _judgment_section("compare", "Candidate vs baseline", result.compare),
         _mesh_section(result),
         _notes_section(result),
         f"<footer>pytest-abtraffic {esc(__version__)}; report generated {esc(generated)}."

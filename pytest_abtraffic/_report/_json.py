@@ -61,6 +61,7 @@ _REF = {name: {"$ref": f"#/$defs/{name}"} for name in (
     "share", "count", "seconds", "nullable_seconds", "p_value", "status_counts", "named_counts", "strings", "split",
     "split_row", "srm", "sequential", "fallback", "check", "timeline_row", "fault_window", "mesh_counters", "load",
     "record", "locust_stats", "json_value", "routes", "route_rule",
+    "record", "locust_stats", "json_value", "slo", "compare",
 )}
 
 _DEFS: dict[str, Any] = {
@@ -114,6 +115,48 @@ _DEFS: dict[str, Any] = {
         "zero_weight_traffic": _d(_REF["strings"], "Variants configured at weight 0 that served units anyway."),
     }, required=["ok", "verdict", "total", "unit", "alpha", "tolerance", "confidence", "srm_ok", "tolerance_ok",
                  "srm", "rows", "unexpected", "notes"]),
+    "slo": _obj({
+        "ok": {"type": "boolean"},
+        "verdict": {"type": "string"},
+        "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "limits": {"type": "array", "items": _obj({"metric": {"enum": ["p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                                                                        "error_rate"]},
+                                                   "limit": {"type": "number"}})},
+        "checks": {"type": "array", "items": _obj({
+            "scope": _d({"type": "string"}, "A version, or \"overall\" for all traffic."),
+            "metric": {"enum": ["p50_ms", "p90_ms", "p95_ms", "p99_ms", "error_rate"]},
+            "limit": {"type": "number"},
+            "n": _REF["count"],
+            "observed": {"type": ["number", "null"]},
+            "low": _d({"type": ["number", "null"]}, "Lower bound at the run's confidence; null: needs more data."),
+            "high": _d({"type": ["number", "null"]}, "Upper bound at the run's confidence; null: needs more data."),
+            "status": {"enum": ["pass", "fail", "inconclusive", "nodata"]},
+            "needed": {"type": ["integer", "null"], "minimum": 0},
+        })},
+    }, description="Per-version SLO checks (docs/judgments.md)."),
+    "compare": _obj({
+        "ok": {"type": "boolean"},
+        "verdict": {"type": "string"},
+        "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "spec": {"type": "string"},
+        "baseline": {"type": "string"},
+        "excluded": _REF["count"],
+        "checks": {"type": "array", "items": _obj({
+            "candidate": {"type": "string"},
+            "baseline": {"type": "string"},
+            "metric": {"type": "string", "pattern": "^(latency_p(50|90|95|99)_ratio|error_rate_delta)$"},
+            "limit": {"type": "number"},
+            "observed": {"type": ["number", "null"]},
+            "low": {"type": ["number", "null"]},
+            "high": {"type": ["number", "null"]},
+            "status": {"enum": ["pass", "fail", "inconclusive", "nodata"]},
+            "candidate_value": {"type": ["number", "null"]},
+            "baseline_value": {"type": ["number", "null"]},
+            "n_candidate": _REF["count"],
+            "n_baseline": _REF["count"],
+            "effect_size": _d({"type": ["number", "null"]}, "Mann-Whitney: P(candidate slower), ties half."),
+        })},
+    }, description="Candidate vs baseline checks (docs/judgments.md)."),
     "sequential": _obj({
         "n": _REF["count"],
         "verdict": {"enum": ["mismatch", "holds", "undecided"]},
@@ -265,7 +308,11 @@ RESULT_SCHEMA: dict[str, Any] = {
             "observed": _d({"type": "object", "additionalProperties": _REF["share"]},
                            "Share of successful responses per version."),
         })]}, "Declared vs programmed vs observed weights (null when the backend cannot tell)."),
-    }),
+        "slo": {"anyOf": [{"type": "null"}, _REF["slo"]]},
+        "compare": {"anyOf": [{"type": "null"}, _REF["compare"]]},
+    }, required=["schema_version", "name", "backend", "namespace", "variants", "expected_shares", "split_api", "ok",
+                 "started_at", "duration_s", "split", "sequential", "fallback", "fault_windows", "mesh_counters",
+                 "load", "notes", "routes", "weights"]),
     "$defs": _DEFS,
 }
 
@@ -448,7 +495,7 @@ def _consistency_errors(data: Mapping[str, Any]) -> list[str]:
         values = [v for v in shares.values() if _TYPES["number"](v)]
         if values and len(values) == len(shares) and not math.isclose(math.fsum(values), 1.0, abs_tol=1e-6):
             problems.append(f"$.expected_shares: shares sum to {math.fsum(values):.6g}, not 1")
-    parts = [data.get("split"), data.get("fallback"), data.get("routes")]
+    parts = [data.get("split"), data.get("fallback"), data.get("routes"), data.get("slo"), data.get("compare")]
     parts_ok = [p.get("ok") for p in parts if isinstance(p, Mapping)]
     if isinstance(data.get("ok"), bool) and all(isinstance(o, bool) for o in parts_ok):
         expected_ok = all(parts_ok)

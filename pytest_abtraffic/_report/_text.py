@@ -94,6 +94,10 @@ def format_experiment(result: ExperimentResult) -> str:
                              f"expected {check.expected}{detail}")
     if result.routes is not None:
         lines.extend(_INDENT + line for line in result.routes.lines())
+    for title, extra in (("slo", result.slo), ("compare", result.compare)):
+        if extra is not None:
+            lines.append(f"{_INDENT}{title} [{'PASS' if extra.ok else 'FAIL'}]")
+            lines.extend(f"{_INDENT}{_INDENT}{line}" for line in extra.table().splitlines())
     if load.stopped_early:
         lines.append(f"{_INDENT}load stopped early: {load.stop_reason}")
     lines.extend(f"{_INDENT}note: {note}" for note in result.notes)

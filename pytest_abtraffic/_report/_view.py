@@ -267,6 +267,9 @@ def verdict_line(result: ExperimentResult) -> str:
     if result.routes is not None:
         failed_rules = [r.rule for r in result.routes.rules if not r.ok]
         parts.append(f"header routes failed ({', '.join(failed_rules)})" if failed_rules else "header routes ok")
+    for extra in (result.slo, result.compare):
+        if extra is not None:
+            parts.append(extra.verdict)
     if not parts:
         parts.append("no split judgement and no fallback scenario: nothing was asserted")
     return "; ".join(parts)

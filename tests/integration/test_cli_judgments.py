@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
+
+import pytest
 
 
 def _verify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -48,3 +51,61 @@ def test_all_zero_weights_are_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "all weights are zero" in proc.stderr
     proc = _verify("--expect", "v1=0,v2=0", cwd=tmp_path)
     assert proc.returncode == 2 and "all weights are zero" in proc.stderr
+
+
+def test_impossible_slo_exits_1_naming_p99_and_the_version(tmp_path: Path) -> None:
+    proc = _verify("--slo", "p99_ms<=0.01", "--report-dir", "out", cwd=tmp_path)
+    assert proc.returncode == 1, _out(proc)
+    assert "slo violated: v1 p99_ms <= 0.01 ms: violated; observed " in proc.stdout
+    assert "v2 p99_ms <= 0.01 ms: violated" in proc.stdout and "slo [FAIL]" in proc.stdout
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    assert doc["ok"] is False and doc["split"]["ok"] is True
+    assert {c["scope"] for c in doc["slo"]["checks"] if c["status"] == "fail"} == {"v1", "v2", "overall"}
+    (html,) = (tmp_path / "out").glob("*.html")
+    assert 'id="slo"' in html.read_text()
+
+
+def test_generous_slo_passes(tmp_path: Path) -> None:
+    proc = _verify("--slo", "p50_ms<=2000,p99_ms<=5000,error_rate<=0.01", cwd=tmp_path)
+    assert proc.returncode == 0, _out(proc)
+    assert "slo holds: p50_ms<=2000, p99_ms<=5000, error_rate<=0.01 hold for every version and overall" in proc.stdout
+
+
+def test_two_healthy_versions_pass_the_error_rate_comparison(tmp_path: Path) -> None:
+    proc = _verify("--compare", "baseline=v1,error_rate_delta<=0.01", cwd=tmp_path)
+    assert proc.returncode == 0, _out(proc)
+    assert "comparison holds: baseline=v1,error_rate_delta<=0.01 for every candidate" in proc.stdout
+
+
+def test_candidate_slower_by_configuration_fails_the_latency_ratio(tmp_path: Path) -> None:
+    spec = tmp_path / "slow.yaml"
+    spec.write_text("model: ai-model\nvariants:\n  - {name: v1, weight: 50, reference: true}\n"
+                    "  - {name: v2, weight: 50, reference: true, extra_latency_ms: 20}\n")
+    proc = _verify(str(spec), "--compare", "baseline=v1,latency_p95_ratio<=1.10", cwd=tmp_path)
+    assert proc.returncode == 1, _out(proc)
+    assert "comparison violated: v2 vs v1 latency_p95_ratio <= 1.1: violated; p95 v2 " in proc.stdout
+    line = proc.stdout.split("comparison violated: ", 1)[1].splitlines()[0]
+    assert " ms vs v1 " in line and "Mann-Whitney effect size" in line  # both quantiles named
+
+
+def test_unknown_compare_baseline_is_bad_input(tmp_path: Path) -> None:
+    proc = _verify("--compare", "baseline=v9,error_rate_delta<=0.01", cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown baseline 'v9'" in proc.stderr
+
+
+def test_marker_slo_fails_the_test_with_the_slo_error(pytester: pytest.Pytester) -> None:
+    """The marker key and the fixture: a violated SLO is a test failure (SloViolationError), not an error."""
+    pytester.makepyfile(test_inner=textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.abtraffic(slo="p99_ms<=0.01", requests=3000, tolerance=0.05)
+        def test_slo(abtraffic):
+            abtraffic.verify_split()
+
+        @pytest.mark.abtraffic(requests=3000, tolerance=0.05)
+        def test_compare_kwarg(abtraffic):
+            abtraffic.verify_split(compare="baseline=v1,error_rate_delta<=0.01", slo="p99_ms<=5000")
+    """))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--abtraffic-seed", "11", timeout=180)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*SloViolationError: slo violated: v1 p99_ms <= 0.01 ms: violated*"])

@@ -348,3 +348,13 @@ def test_listener_is_created_as_tcp_so_asyncio_sets_nodelay() -> None:
         assert sock.getsockname()[0] == "127.0.0.1"
     finally:
         sock.close()
+
+
+def test_extra_latency_is_configuration_not_a_fault() -> None:
+    # honoured without ABTRAFFIC_FAULTS: a slower candidate on purpose (issue 15 item 3)
+    assert resolve_settings([], {}).extra_latency_ms == 0.0
+    assert resolve_settings([], {"MODEL_EXTRA_LATENCY_MS": "20"}).extra_latency_ms == 20.0
+    assert resolve_settings(["--extra-latency-ms", "5"], {"MODEL_EXTRA_LATENCY_MS": "20"}).extra_latency_ms == 5.0
+    for bad in ("-1", "abc", "nan", "70000"):
+        with pytest.raises(ConfigError, match="MODEL_EXTRA_LATENCY_MS"):
+            resolve_settings([], {"MODEL_EXTRA_LATENCY_MS": bad})
