@@ -343,9 +343,15 @@ class ScenarioObserver:
         self._deployment = deployment
         self._stop_after = runner.scenario.end_s() + recovery_s
         self.phases = phases
+        self._load_started: float | None = None
+
+    def load_started(self, monotonic: float) -> None:
+        """The instant the records' times count from: the runner's clock starts there too, so fault
+        windows and records share one time axis."""
+        self._load_started = monotonic
 
     def on_start(self) -> None:
-        self.runner.start(self._deployment)
+        self.runner.start(self._deployment, self._load_started)
 
     def on_progress(self, snapshot: Any, records: Sequence[Any]) -> bool:
         if self.runner.error is not None:

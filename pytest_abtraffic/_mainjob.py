@@ -76,8 +76,12 @@ class _MainJobObserver:
     def base_s(self) -> float:
         return max(0.0, (self.switch_s or 0.0) - BASELINE_S)
 
+    def load_started(self, monotonic: float) -> None:
+        self._t0 = monotonic  # the records' time 0; the scenario's clock is set from it
+
     def on_start(self) -> None:
-        self._t0 = time.monotonic()
+        if not self._t0:
+            self._t0 = time.monotonic()
         self.split.observer.on_start()
 
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:

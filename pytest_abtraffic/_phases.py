@@ -200,7 +200,7 @@ class AdaptivePhases:
                            f"{self._undecided or 'not decided'}")
                 self.phase = "recovery"
             else:
-                why = self._fault_decided(window.start_s)
+                why = self._fault_decided(window.start_s, runner.elapsed())
                 if why is not None:
                     self._note(f"fault phase ended at {runner.elapsed():.2f} s (planned "
                                f"{self.step.end_s or 0:g} s): {why}")
@@ -220,15 +220,17 @@ class AdaptivePhases:
                 answers[r.version] += 1
         return all(answers[v] >= self.rules.baseline_answers for v, w in self.shares.items() if w > 0)
 
-    def _fault_decided(self, fault_start: float) -> str | None:
+    def _fault_decided(self, fault_start: float, now: float) -> str | None:
         exp = self.expectation
         if exp.expect_fallback and exp.max_time_to_fallback_s is not None:
-            return self._fallback_held(fault_start)
+            return self._fallback_held(fault_start, now)
         return self._fault_rates_decided(fault_start)
 
-    def _fallback_held(self, fault_start: float) -> str | None:
+    def _fallback_held(self, fault_start: float, now: float) -> str | None:
+        """``now``: the runner's clock. The fault's recorded end comes after it, so a hold counted up to
+        ``now`` (time and answers) is one the evaluation, which counts up to that end, finds too."""
         records, dones = self._records, self._dones
-        freshest = self._freshest()
+        freshest = min(self._freshest(), now)
         first = bisect.bisect_left(dones, fault_start)
         instant = fault_start
         for i in range(len(records) - 1, first - 1, -1):
@@ -240,7 +242,8 @@ class AdaptivePhases:
         if freshest - instant < FALLBACK_HOLD_S:
             return None
         after = bisect.bisect_right(dones, instant)
-        healthy = sum(1 for r in records[after:] if r.ok and r.version in self.healthy)
+        upto = bisect.bisect_left(dones, freshest)
+        healthy = sum(1 for r in records[after:upto] if r.ok and r.version in self.healthy)
         if healthy < FALLBACK_HOLD_REQUESTS:
             return None
         self._undecided = f"{len(self._latest)} of {self.users} users answered"
@@ -249,8 +252,9 @@ class AdaptivePhases:
         # No user may still wait on a request sent before the instant (a queued 504 to come): each
         # user's latest answer was sent after it, and came back recently.
         stall = max(self.rules.stall_s, 10.0 * self._median_latency_s(fault_start))
+        latest_done = self._freshest()
         for sent, done in self._latest.values():
-            if sent < instant or done < freshest - stall:
+            if sent < instant or done < latest_done - stall:
                 self._undecided = "a user's request sent before the fallback may still be waiting"
                 return None
         return (f"fallback held: the last request that went to {', '.join(self.failed)} completed "

@@ -312,6 +312,9 @@ class _ScenarioProgress:
         self._progress = progress
         self._last_print = 0.0
 
+    def load_started(self, monotonic: float) -> None:
+        self.inner.load_started(monotonic)
+
     def on_start(self) -> None:
         self._last_print = time.monotonic()
         self.inner.on_start()

@@ -278,6 +278,10 @@ class _Run:
                 if start_epoch is not None and not started:
                     started = True
                     if self.observer is not None:
+                        align = getattr(self.observer, "load_started", None)
+                        if callable(align):
+                            # The records count from start_epoch; give the observer that instant.
+                            align(now_mono - max(0.0, time.time() - start_epoch))
                         self.observer.on_start()
                     next_progress = now_mono + self.plan.progress_interval_s
                 if proc.poll() is not None:

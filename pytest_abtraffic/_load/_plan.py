@@ -128,7 +128,10 @@ class LoadObserver(Protocol):
     """Watches a running load and may stop it (sequential testing, chaos timelines).
 
     An observer may also have a ``stop_reason`` attribute (e.g. ``"verdict"``); the run's
-    ``stop_reason`` is then that string instead of ``"observer"`` when it asks to stop.
+    ``stop_reason`` is then that string instead of ``"observer"`` when it asks to stop. An observer
+    that keeps its own clock may have a ``load_started(monotonic)`` method: called just before
+    ``on_start`` with the ``time.monotonic()`` value of the instant the records' times count from,
+    so its clock and the records' agree (the driver notices the start a poll or more later).
     """
 
     def on_start(self) -> None:

@@ -290,3 +290,29 @@ def test_one_run_only_where_it_judges_the_same() -> None:
     assert not can_share_one_run(Dep("local", SPEC), kill, VerifySettings(early_stop=False))  # type: ignore[arg-type]
     endless = type(kill)(kill.name, (type(kill.steps[0])("kill", "v2", 1.0, None),), "")
     assert not can_share_one_run(Dep("local", SPEC), endless, VerifySettings())  # type: ignore[arg-type]
+
+
+def test_the_hold_is_counted_on_the_runners_clock_so_the_evaluation_sees_it_too() -> None:
+    """Found in a suite run (examples' kill:v2, 2026-12): the records' clock ran ahead of the runner's,
+    so the phase ended with 0.5 s of hold on the records' clock but less up to the recorded fault end,
+    the evaluation found no held fallback, fell back to the share rule and counted the 504s as after
+    the fallback. The hold must be there on the clock the fault's end is recorded with."""
+    ctl, runner, traffic = phases(), FakeRunner(), Traffic()
+    traffic.run(1.0, healthy_split)
+    runner.now = 1.0
+    ctl.on_progress(runner, traffic.visible(1.0))
+    fs = runner.windows[0].start_s
+    traffic.run(fs + 0.8, only_v1)
+    runner.now = fs + FALLBACK_HOLD_S * 0.9  # the records reach fs + 0.8, the runner's clock does not
+    ctl.on_progress(runner, traffic.visible(fs + 0.8))
+    assert runner.fired == [(0, False)]
+    runner.now = fs + FALLBACK_HOLD_S + 0.01
+    ctl.on_progress(runner, traffic.visible(fs + 0.8))
+    assert runner.fired == [(0, False), (0, True)]
+    (window,) = runner.windows
+    assert window.end_s is not None
+    load = LoadResult(records=traffic.visible(fs + 0.8), duration_s=fs + 0.8, stopped_early=True,
+                      stop_reason="observer")
+    report = evaluate_fallback(load, ctl.scenario, runner.windows, SPEC, ctl.expectation)
+    ttf = next(c for c in report.checks if c.name == "time_to_fallback")
+    assert "last request that went to v2" in ttf.detail  # the exact rule, not the share rule
