@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .._backend import BackendCounters, FaultSettings
 from .._errors import AbTrafficError, BackendError, LoadError, UsageError
 from ._converge import Convergence
+from ._jobentry import RECORDS_READY
 from ._kube import (
     KubeApi,
     PodFailureWatch,
@@ -202,22 +203,14 @@ class ClusterDeployment:
                 live.new_stream()
                 self._api.follow_pod_log(pod, self._namespace, container=LOAD_CONTAINER, on_line=live.on_line,
                                          timeout_s=max(1.0, deadline - time.monotonic()))
-                if load_exited(self._api, self._namespace, job_name, LOAD_CONTAINER).ready \
+                if live.records_ready or load_exited(self._api, self._namespace, job_name, LOAD_CONTAINER).ready \
                         or time.monotonic() >= deadline:
                     break
                 time.sleep(1.0)  # the log stream dropped while Locust runs: follow again (old lines are skipped)
+            full = self._collect_records(pod, job_name)
             self._executor.run_step(wait_step)
             log = self._api.pod_log(pod, self._namespace, container=LOAD_CONTAINER)
             self._load_logs[job_name] = log
-            from .._load import parse_records_from_log
-
-            try:
-                full = parse_records_from_log(log)
-            except LoadError as exc:
-                from ._kube import job_state
-
-                state = job_state(self._api, self._namespace, job_name)
-                raise LoadError(f"{exc} ({state.detail})") from None
             check = self._mesh_check(job_name, log, full)
             result = live.finish(full, plan)
             from ._kube import job_state
@@ -235,6 +228,38 @@ class ClusterDeployment:
                 self._executor.run_step(delete_step)
             except Exception as exc:  # the namespace teardown removes it anyway
                 logger.warning("could not delete load Job %s: %s", job_name, exc)
+
+    def _collect_records(self, pod: str, job_name: str) -> LoadResult:
+        """Stream the records file out of the still-running load container (``_load/_recordsfile``).
+
+        The exec also creates the marker the job entry waits for, so the proxy stops only afterwards.
+        A stream that ends early or does not match its trailer is a LoadError, never fewer records."""
+        from .._load._logparse import result_from_lines
+        from .._load._recordsfile import READ_SCRIPT, RecordsStreamReader
+        from ._kube import job_state
+        from ._loadjob import COLLECT_TIMEOUT_S, COLLECTED_MARKER, RECORDS_FILE
+
+        reader = RecordsStreamReader(f"records file {RECORDS_FILE} of pod {pod}")
+        try:
+            code, err = self._api.exec_stream(pod, self._namespace, container=LOAD_CONTAINER,
+                                              argv=["python", "-c", READ_SCRIPT, RECORDS_FILE, COLLECTED_MARKER],
+                                              on_stdout=reader.feed, timeout_s=COLLECT_TIMEOUT_S)
+        except Exception as exc:  # the container is gone (crashed, deadline): say where the run stood
+            state = job_state(self._api, self._namespace, job_name)
+            tail = self._log_tail(pod)
+            raise LoadError(f"cannot read the load records from pod {pod} ({exc}); {state.detail}\nlog tail:\n{tail}") \
+                from None
+        if code != 0:
+            state = job_state(self._api, self._namespace, job_name)
+            raise LoadError(f"reading {RECORDS_FILE} in pod {pod} failed (exit {code}): {err.strip()[-500:]}; "
+                            f"{state.detail}\nlog tail:\n{self._log_tail(pod)}")
+        return result_from_lines(reader.finish())
+
+    def _log_tail(self, pod: str) -> str:
+        try:
+            return self._api.pod_log(pod, self._namespace, container=LOAD_CONTAINER, tail_lines=20)
+        except Exception as exc:
+            return f"(log unavailable: {exc})"
 
     def _wait_for_load_pod(self, job_name: str) -> str:
         found: dict[str, str] = {}
@@ -480,6 +505,7 @@ class _LiveObserver:
         self.replayed = False
         self.dropped = 0
         self.lines_seen = 0
+        self.records_ready = False
         self._index = 0
 
     def new_stream(self) -> None:
@@ -487,6 +513,9 @@ class _LiveObserver:
 
     def on_line(self, line: str) -> bool:
         stamp, text = _parse_kubelet_line(line)
+        if text.startswith(RECORDS_READY):
+            self.records_ready = True  # the job entry waits for the records to be read: stop following
+            return True
         if self.observer is None:
             return False
         # A re-followed stream starts from the beginning again: skip the lines already seen.

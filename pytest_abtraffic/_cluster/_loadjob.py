@@ -43,6 +43,10 @@ CONFIGMAP_MAX_BYTES = 900 * 1024
 # Start-up allowance on top of the planned duration: image pull, proxy start, Locust start.
 STARTUP_ALLOWANCE_S = 120.0
 DEADLINE_ALLOWANCE_S = 300.0
+# Records file on the emptyDir, read back by exec (``_load/_recordsfile``), and the marker the read creates.
+RECORDS_FILE = f"{WORK_MOUNT}/abtraffic-records.jsonl.gz"
+COLLECTED_MARKER = f"{WORK_MOUNT}/abtraffic-records.collected"
+COLLECT_TIMEOUT_S = 300.0
 INJECT_ANNOTATIONS = {
     "linkerd.io/inject": "enabled",
     # The proxy's /shutdown endpoint is off by default since Linkerd 2.16; _jobentry calls it.
@@ -117,11 +121,12 @@ def load_job_objects(
     deadline = _deadline_s(plan)
     load_args = ["--host", apex_url(spec, namespace, cluster_domain),
                  "--plan", json.dumps(plan_dict, separators=(",", ":"), sort_keys=True),
-                 "--timeout", f"{deadline:g}", "--workdir", f"{WORK_MOUNT}/abtraffic"]
+                 "--timeout", f"{deadline:g}", "--workdir", f"{WORK_MOUNT}/abtraffic", "--records-file", RECORDS_FILE]
     if payloads is not None:
         load_args += ["--payloads-file", f"{CONFIG_MOUNT}/{PAYLOADS_KEY}"]
-    command = ["python", "-m", "pytest_abtraffic._cluster._jobentry", "--deadline", f"{deadline + 60:g}", "--",
-               *load_args]
+    command = ["python", "-m", "pytest_abtraffic._cluster._jobentry", "--deadline", f"{deadline + 60:g}",
+               "--records-file", RECORDS_FILE, "--collected-marker", COLLECTED_MARKER,
+               "--collect-timeout", f"{COLLECT_TIMEOUT_S:g}", "--", *load_args]
     service_account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -167,7 +172,7 @@ def load_job_objects(
         "metadata": {"name": job_name, "namespace": namespace, "labels": dict(common)},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": int(deadline + DEADLINE_ALLOWANCE_S),
+            "activeDeadlineSeconds": int(deadline + COLLECT_TIMEOUT_S + DEADLINE_ALLOWANCE_S),
             "ttlSecondsAfterFinished": 3600,
             "template": {
                 "metadata": {"labels": dict(common), "annotations": dict(INJECT_ANNOTATIONS)},
