@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from .._errors import BackendError, LoadError
+from .._errors import BackendError, LoadError, UsageError
 from ._jobentry import METRICS_BEGIN, METRICS_END
 from ._podcode import CODE_DIR, pod_code
 
@@ -94,6 +94,10 @@ def load_job_objects(
     labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """ServiceAccount, ConfigMap and Job of one load run."""
+    if plan.workers > 1:
+        raise UsageError(f"load.workers={plan.workers}: Locust's distributed mode (a master and worker pods) is not "
+                         "available on the cluster backends yet; use workers: 1 there (more users per pod), or the "
+                         "local backend, where it runs as `locust --processes N`")
     common = {**MANAGED_BY, **LOAD_APP_LABEL, **(labels or {})}
     plan_dict = plan.to_dict()
     payloads = plan_dict.pop("payloads", None)

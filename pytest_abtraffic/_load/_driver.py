@@ -133,8 +133,12 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
     env[proto.ENV_PATH] = plan.path
     env[proto.ENV_WAIT_S] = repr(float(plan.wait_s))
     env[proto.ENV_PARENT_PID] = str(os.getpid())
-    if plan.max_requests is not None:
+    if plan.max_requests is not None and plan.workers == 1:
+        # With several workers each would count only its own requests: the driver enforces the budget.
         env[proto.ENV_MAX_REQUESTS] = str(plan.max_requests)
+    if plan.workers > 1:
+        env[proto.ENV_PROCESSES] = str(plan.workers)
+        env[proto.ENV_EPOCH_FILE] = str(records.with_name("epoch"))
     if plan.connection_close:
         env[proto.ENV_CONNECTION_CLOSE] = "1"
     if payloads is not None:
@@ -162,6 +166,8 @@ def build_command(target_url: str, plan: LoadPlan, locustfile: Path, workdir: Pa
         "--exit-code-on-error", "0",
         "--only-summary",
         "--loglevel", "WARNING",
+        # Locust's distributed mode in one command: a master and N forked workers (Locust >= 2.19).
+        *(["--processes", str(plan.workers)] if plan.workers > 1 else []),
     ]
 
 
@@ -255,6 +261,7 @@ class _Run:
     def execute(self) -> LoadResult:
         # Start from an empty records file, also when a workdir is reused.
         self.records_path.write_bytes(b"")
+        self.records_path.with_name("epoch").unlink(missing_ok=True)  # distributed mode's shared origin
         records_tail = _RecordsTail(self.records_path)
         counters = _Counters()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:

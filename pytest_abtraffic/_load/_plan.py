@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
+MAX_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """One load run.
@@ -33,6 +36,7 @@ class LoadPlan:
     ``unit`` says how the split is meant to be counted (requests, or connections for
     per-connection routing); the driver records both, the statistics use this.
     ``wait_s`` is the pause after each request of each user (0: as fast as the target answers).
+    ``workers`` > 1 runs Locust's distributed mode (``--processes N`` locally); records are merged.
     """
 
     users: int = 10
@@ -47,6 +51,7 @@ class LoadPlan:
     connection_close: bool = False
     progress_interval_s: float = 0.5
     wait_s: float = 0.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -58,6 +63,11 @@ class LoadPlan:
 
         if isinstance(self.users, bool) or not isinstance(self.users, int) or self.users < 1:
             raise SpecError("load.users", f"must be an integer >= 1, got {self.users!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
+            raise SpecError("load.workers", f"must be an integer from 1 to {MAX_WORKERS}, got {self.workers!r}")
+        if self.workers > self.users:
+            raise SpecError("load.workers", f"{self.workers} workers need at least as many users, got "
+                                            f"users={self.users}")
         positive_number("spawn_rate", self.spawn_rate)
         if self.max_requests is not None and (
             isinstance(self.max_requests, bool) or not isinstance(self.max_requests, int) or self.max_requests < 1
@@ -97,6 +107,7 @@ class LoadPlan:
             "version_header": spec.version_header,
             "unit": load.unit,
             "locustfile": load.locustfile,
+            "workers": load.workers,
         }
         return cls.from_dict({**values, **overrides})
 
