@@ -15,13 +15,15 @@ Job (no retries: a retried run would count twice). The container runs on the off
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from .._errors import BackendError, LoadError, UsageError
+from .._errors import BackendError, LoadError
+from .._load._driver import MASTER_PORT
 from ._jobentry import METRICS_BEGIN, METRICS_END
 from ._podcode import CODE_DIR, pod_code
 
@@ -93,11 +95,10 @@ def load_job_objects(
     image_pull_policy: str = "IfNotPresent",
     labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, ConfigMap and Job of one load run."""
-    if plan.workers > 1:
-        raise UsageError(f"load.workers={plan.workers}: Locust's distributed mode (a master and worker pods) is not "
-                         "available on the cluster backends yet; use workers: 1 there (more users per pod), or the "
-                         "local backend, where it runs as `locust --processes N`")
+    """ServiceAccount, ConfigMap and Job of one load run; with ``plan.workers`` > 1 also the master's
+    Service and a Job of N meshed worker pods (Locust's distributed mode, ``worker_mode="pods"``)."""
+    if plan.workers > 1 and plan.worker_mode != "pods":
+        plan = dataclasses.replace(plan, worker_mode="pods")
     common = {**MANAGED_BY, **LOAD_APP_LABEL, **(labels or {})}
     plan_dict = plan.to_dict()
     payloads = plan_dict.pop("payloads", None)
@@ -194,7 +195,57 @@ def load_job_objects(
             },
         },
     }
-    return [service_account, config_map, job]
+    if plan.workers <= 1:
+        return [service_account, config_map, job]
+    return [service_account, config_map, *_distributed_objects(job, namespace, plan, job_name=job_name,
+                                                                cluster_domain=cluster_domain, common=common)]
+
+
+def workers_job_name(job_name: str) -> str:
+    return f"{job_name}-workers"
+
+
+def master_service_name(job_name: str) -> str:
+    return f"{job_name}-master"
+
+
+def _distributed_objects(master: dict[str, Any], namespace: str, plan: LoadPlan, *, job_name: str,
+                         cluster_domain: str, common: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The master Service and the worker Job next to the (master) load Job.
+
+    Locust's workers connect to the master's ``--master-bind-port`` (5557, ZeroMQ): the port is
+    marked opaque for Linkerd (``config.linkerd.io/opaque-ports``, linkerd2 edge-25.4.4
+    ``pkg/k8s/labels.go``) on the Service and both pod templates, so the proxies do not try to detect
+    HTTP on it. Every worker pod is meshed: the split applies to the requests it sends.
+    """
+    import copy
+
+    opaque = {"config.linkerd.io/opaque-ports": str(MASTER_PORT)}
+    master_pod = master["spec"]["template"]
+    master_pod["metadata"]["annotations"].update(opaque)
+    master_pod["metadata"]["labels"]["abtraffic-load-role"] = "master"
+    master_pod["spec"]["containers"][0]["ports"] = [{"name": "locust-master", "containerPort": MASTER_PORT}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": master_service_name(job_name), "namespace": namespace, "labels": dict(common),
+                     "annotations": dict(opaque)},
+        "spec": {"selector": {"job-name": job_name, "abtraffic-load-role": "master"},
+                 "ports": [{"name": "locust-master", "port": MASTER_PORT, "targetPort": MASTER_PORT}]},
+    }
+    workers = copy.deepcopy(master)
+    workers["metadata"]["name"] = workers_job_name(job_name)
+    workers["spec"]["parallelism"] = plan.workers
+    workers["spec"]["completions"] = plan.workers
+    pod = workers["spec"]["template"]
+    pod["metadata"]["labels"]["abtraffic-load-role"] = "worker"
+    container = pod["spec"]["containers"][0]
+    container.pop("ports", None)
+    command = list(container["command"])
+    at = command.index("--") + 1
+    address = f"{master_service_name(job_name)}.{namespace}.svc.{cluster_domain}:{MASTER_PORT}"
+    container["command"] = [*command[:at], "--worker-of", address, *command[at:]]
+    return [service, master, workers]
 
 
 def extract_proxy_metrics(log_text: str) -> str | None:
@@ -220,5 +271,7 @@ __all__ = [
     "check_load_target",
     "extract_proxy_metrics",
     "load_job_objects",
+    "master_service_name",
     "refuse_port_forward",
+    "workers_job_name",
 ]

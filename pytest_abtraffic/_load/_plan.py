@@ -20,6 +20,9 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 MAX_WORKERS = 64
+#: ``processes``: ``locust --processes N`` in one place (local); ``pods``: a ``--master`` expecting N
+#: remote ``--worker`` processes (the cluster backends' worker pods).
+WORKER_MODES = ("processes", "pods")
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class LoadPlan:
     ``unit`` says how the split is meant to be counted (requests, or connections for
     per-connection routing); the driver records both, the statistics use this.
     ``wait_s`` is the pause after each request of each user (0: as fast as the target answers).
-    ``workers`` > 1 runs Locust's distributed mode (``--processes N`` locally); records are merged.
+    ``workers`` > 1 runs Locust's distributed mode (``--processes N`` locally, ``worker_mode="pods"``:
+    a master and N worker pods on a cluster); records are merged.
     """
 
     users: int = 10
@@ -52,6 +56,7 @@ class LoadPlan:
     progress_interval_s: float = 0.5
     wait_s: float = 0.0
     workers: int = 1
+    worker_mode: Literal["processes", "pods"] = "processes"
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -68,6 +73,8 @@ class LoadPlan:
         if self.workers > self.users:
             raise SpecError("load.workers", f"{self.workers} workers need at least as many users, got "
                                             f"users={self.users}")
+        if self.worker_mode not in WORKER_MODES:
+            raise SpecError("load.worker_mode", f"must be one of {', '.join(WORKER_MODES)}, got {self.worker_mode!r}")
         positive_number("spawn_rate", self.spawn_rate)
         if self.max_requests is not None and (
             isinstance(self.max_requests, bool) or not isinstance(self.max_requests, int) or self.max_requests < 1

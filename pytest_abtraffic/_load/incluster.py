@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="bound on the whole run, seconds")
     p.add_argument("--workdir", help="where to keep the records file and Locust output (default: a temp dir)")
     p.add_argument("--gzip", action="store_true", help="print base64(gzip(records)) instead of plain lines")
+    p.add_argument("--worker-of", metavar="HOST:PORT",
+                   help="run as a Locust worker of that master (plan.worker_mode 'pods'); --host is then unused")
     p.add_argument("--records-file", help="write the records here (gzip, with a count + sha256 trailer) instead of "
                                           "printing them; the cluster backends read it back by exec")
     p.add_argument("--log-every", type=float, default=LOG_EVERY_S, help="seconds between progress lines on stderr")
@@ -139,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = plan_from_args(args)
         result = run_locust(args.host, plan, _ProgressLog(sys.stderr, args.log_every),
-                            workdir=Path(args.workdir) if args.workdir else None, timeout_s=args.timeout)
+                            workdir=Path(args.workdir) if args.workdir else None, timeout_s=args.timeout,
+                            worker_of=args.worker_of)
     except (AbTrafficError, ValueError, OSError) as exc:
         print(f"abtraffic: load failed: {exc}", file=sys.stderr, flush=True)
         _emit(None, args, error=str(exc))

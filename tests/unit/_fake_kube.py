@@ -113,11 +113,13 @@ class FakeKube:
             containers = [{"name": c["name"]} for c in obj["spec"]["template"]["spec"]["containers"]]
             if self.pods_meshed:
                 containers.append({"name": "linkerd-proxy"})
-            self.put({"apiVersion": "v1", "kind": "Pod",
-                      "metadata": {"name": f"{meta['name']}-abcde", "namespace": ns, "labels": labels},
-                      "spec": {"containers": containers},
-                      "status": {"phase": "Succeeded", "containerStatuses": [
-                          {"name": c["name"], "state": {"terminated": {"exitCode": 0}}} for c in containers]}})
+            for i in range(int(obj["spec"].get("parallelism") or 1)):  # a worker Job has several pods
+                self.put({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": f"{meta['name']}-abcd{'e' if i == 0 else i}", "namespace": ns,
+                                       "labels": labels},
+                          "spec": {"containers": containers},
+                          "status": {"phase": "Succeeded", "containerStatuses": [
+                              {"name": c["name"], "state": {"terminated": {"exitCode": 0}}} for c in containers]}})
             obj["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
 
     def policy_json(self, namespace: str, service: str, port: int) -> str:

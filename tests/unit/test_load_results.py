@@ -356,7 +356,7 @@ def test_incluster_progress_lines_keep_the_shape_the_cluster_backend_parses() ->
 
 
 def test_workers_in_spec_plan_and_locust_command(tmp_path: Path) -> None:
-    from pytest_abtraffic._errors import SpecError, UsageError
+    from pytest_abtraffic._errors import SpecError
     from pytest_abtraffic._load import LoadPlan
     from pytest_abtraffic._load._driver import _child_env, build_command
     from pytest_abtraffic._load._protocol import ENV_EPOCH_FILE, ENV_MAX_REQUESTS, ENV_PROCESSES
@@ -378,7 +378,5 @@ def test_workers_in_spec_plan_and_locust_command(tmp_path: Path) -> None:
             LoadPlan(workers=bad, users=100)  # type: ignore[arg-type]
     with pytest.raises(SpecError, match="at least as many users"):
         LoadPlan(workers=4, users=2)
-    from pytest_abtraffic._cluster._loadjob import load_job_objects
-
-    with pytest.raises(UsageError, match="not available on the cluster backends yet"):
-        load_job_objects(spec, "abt", plan, job_name="j", image="locustio/locust:2.47.0")
+    with pytest.raises(SpecError, match="worker_mode"):
+        LoadPlan(workers=2, users=4, worker_mode="threads")  # type: ignore[arg-type]

@@ -155,3 +155,53 @@ def test_cluster_load_reads_records_by_exec_and_fails_clearly_on_a_cut_stream(tm
     with pytest.raises(LoadError, match="truncated"):
         dep.run_load(LoadPlan(max_requests=400))
     backend.close()
+
+
+def test_distributed_cluster_load_merges_every_worker_pods_records(tmp_path: Path) -> None:
+    """Master pod (no records of its own: requests fire on the workers) + 2 worker pods, each with its
+    own records file read by exec; times aligned by each pod's start epoch; mesh counters summed."""
+    from _fake_kube import FakeKube, linkerd_objects
+    from test_cluster_backends import NS, job_log, make
+    from test_prereq import write_kubeconfig
+
+    from pytest_abtraffic._load import LoadPlan
+    from pytest_abtraffic._load.incluster import records_block
+    from pytest_abtraffic._spec import default_spec
+
+    def log(pod: str) -> str:
+        if "-workers-" not in pod:  # the master
+            master = LoadResult(records=(), duration_s=3.0, stopped_early=False, stop_reason="exited",
+                                locust_stats={"role": "master", "start_epoch": 1000.0})
+            return "\n".join(["abtraffic: locust started", records_block(master),
+                              f"{RECORDS_READY} /tmp/abtraffic-records.jsonl.gz (10 bytes)"]) + "\n"
+        counts = {"v1": 120, "v2": 40} if pod.endswith("abcde") else {"v1": 60, "v2": 20}
+        text = job_log(counts)
+        start = 1000.5 if pod.endswith("abcde") else 1001.0
+        block_start = text.index("=== ABTRAFFIC RECORDS BEGIN")
+        block_end = text.index("=== ABTRAFFIC RECORDS END ===") + len("=== ABTRAFFIC RECORDS END ===\n")
+        records = tuple(RequestRecord(0.01 * (i + 1), "v1" if i % 4 else "v2", 200, 1.0, f"u{i % 3}")
+                        for i in range(sum(counts.values())))
+        worker = LoadResult(records=records, duration_s=2.0, stopped_early=False, stop_reason="budget",
+                            locust_stats={"role": "worker", "start_epoch": start})
+        return text[:block_start] + records_block(worker) + text[block_end:]
+
+    fake = FakeKube(linkerd_objects(), job_log=log)
+    backend = make(fake, write_kubeconfig(tmp_path / "kubeconfig", ["dev"]), tmp_path)
+    dep = backend.deploy(default_spec(), namespace=NS)
+    result = dep.run_load(LoadPlan(max_requests=240, users=4, workers=2))
+    assert result.requests == 160 + 80
+    prefixes = {r.connection.split("/")[0] for r in result.records}
+    assert prefixes == {"p0", "p1"}
+    # Pods in name order: p0 = ...-abcd1 (started at 1001.0), p1 = ...-abcde (started 0.5 s earlier).
+    first = min(r.t for r in result.records if r.connection.startswith("p0/"))
+    assert first == pytest.approx(0.5 + 0.01)  # the later pod's times moved by its later start
+    assert min(r.t for r in result.records if r.connection.startswith("p1/")) == pytest.approx(0.01)
+    assert result.locust_stats is not None and result.locust_stats["abtraffic_in_cluster"]["pod"]
+    mesh = dep.mesh_counters()  # both workers' proxies counted: 120 + 60 and 40 + 20
+    assert {k: sum(c.responses_by_status.values()) for k, c in mesh.items()} == {"v1": 180, "v2": 60}
+    objects = [c for c in fake.calls if c[0] == "apply"]
+    assert any(c[1] == "Service" and c[3].endswith("-master") for c in objects)
+    assert any(c[1] == "Job" and c[3].endswith("-workers") for c in objects)
+    reads = [name for name, argv in fake.exec_calls if argv[:3] == ["python", "-c", READ_SCRIPT]]
+    assert len(reads) == 3  # the master and both workers
+    backend.close()
