@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--split-api", choices=SPLIT_APIS, help="override the spec's split API")
         p.add_argument("--route-group", choices=tuple(ROUTE_API_VERSIONS), help="HTTPRoute API group")
         p.add_argument("--weights", help="deployed weights, e.g. v1=90,v2=10")
+        p.add_argument("--workers", type=_positive_int("--workers"),
+                       help="load worker processes (Locust distributed mode; local: --processes N)")
 
     render = sub.add_parser("render", help="print the Kubernetes manifests of an experiment (YAML)")
     spec_args(render)
@@ -156,6 +158,10 @@ def _spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
         spec = spec.replace(route_group=args.route_group)
     if getattr(args, "weights", None):
         spec = spec.with_weights(parse_weight_option(args.weights, "--weights"))
+    if getattr(args, "workers", None):
+        import dataclasses
+
+        spec = spec.replace(load=dataclasses.replace(spec.load, workers=args.workers))
     return spec
 
 

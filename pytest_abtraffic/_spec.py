@@ -219,6 +219,9 @@ class LoadSettings:
     early_stop: bool = True
     locustfile: str | None = None
     cohorts: tuple[Cohort, ...] = ()  # header lines some requests carry (header routes), see _routes
+    #: Load processes: 1 = one Locust process; N > 1 = Locust's own distributed mode with N workers
+    #: (local: ``locust --processes N``), for rates one load process cannot reach.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -481,7 +484,7 @@ _ACCRUAL_KEYS = {"max_failures", "min_penalty", "max_penalty", "jitter_ratio"}
 _RETRY_KEYS = {"on", "limit", "timeout"}
 _TIMEOUT_KEYS = {"request"}
 _LOAD_KEYS = {"users", "spawn_rate", "requests", "duration", "path", "payloads", "unit", "early_stop",
-              "locustfile", "cohorts"}
+              "locustfile", "cohorts", "workers"}
 
 
 def _mapping(value: object, field_name: str, allowed: set[str]) -> dict[str, Any]:
@@ -624,7 +627,7 @@ def _failure_policy(value: object) -> FailurePolicy:
 def _load(value: object) -> LoadSettings:
     raw = _mapping(value, "load", _LOAD_KEYS)
     changes: dict[str, Any] = {}
-    for key in ("users", "spawn_rate", "requests", "path", "unit", "early_stop", "locustfile"):
+    for key in ("users", "spawn_rate", "requests", "path", "unit", "early_stop", "locustfile", "workers"):
         if key in raw:
             changes[key] = raw[key]
     if "duration" in raw:
@@ -636,6 +639,9 @@ def _load(value: object) -> LoadSettings:
         changes["payloads"] = tuple(payloads)
     if "cohorts" in raw:
         changes["cohorts"] = parse_cohorts(raw["cohorts"])
+    workers = changes.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise SpecError("load.workers", f"must be an integer from 1 to 64, got {workers!r}")
     if "early_stop" in changes and not isinstance(changes["early_stop"], bool):
         raise SpecError("load.early_stop", f"must be true or false, got {changes['early_stop']!r}")
     return LoadSettings(**changes)

@@ -50,6 +50,7 @@ _OPTIONS: tuple[tuple[str, str, str, Any], ...] = (
     ("load-image", "str", "cluster backends: the load Job's image (default: the official Locust image, pinned)",
      None),
     ("model-image", "str", "existing backend: the reference model image as pushed to your registry", None),
+    ("workers", "int", "load worker processes: >1 runs Locust's distributed mode (local: --processes N)", None),
     ("seed", "int", "local backend: seed the proxy's weighted random choice, for reproducible runs", None),
     ("target", "str", "existing backend: verify the live split whose apex is NAMESPACE/SERVICE, read-only", None),
 )
@@ -79,6 +80,7 @@ class AbTrafficConfig:
     target: str | None = None
     load_image: str | None = None
     model_image: str | None = None
+    workers: int | None = None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -197,6 +199,7 @@ def config_from_pytest(config: pytest.Config) -> AbTrafficConfig:
         load_image=str(_value(config, "load-image")) if _value(config, "load-image") else None,
         model_image=str(_value(config, "model-image")) if _value(config, "model-image") else None,
         seed=_number(config, "seed", int, 0, None),
+        workers=_number(config, "workers", int, 1, 65),
         worker_id=worker,
     )
 
@@ -256,7 +259,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "fail_fast_timeout", "early_stop", "manifests", "slo", "compare"}
+                "workers", "fail_fast_timeout", "early_stop", "manifests", "slo", "compare"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -290,6 +293,11 @@ def apply_overrides(spec: ExperimentSpec, options: Mapping[str, Any]) -> Experim
         spec = spec.replace(split_api=options["split_api"])
     if options.get("weights") is not None:
         spec = spec.with_weights(_weights_arg(options["weights"], "weights"))
+    if options.get("workers") is not None:
+        workers = options["workers"]
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise SpecError("load.workers", f"must be an integer, got {workers!r}")
+        spec = spec.replace(load=dataclasses.replace(spec.load, workers=workers))
     if options.get("fail_fast_timeout") is not None:
         spec = spec.replace(failure_policy=dataclasses.replace(
             spec.failure_policy, fail_fast_timeout_s=float(options["fail_fast_timeout"])))
@@ -432,6 +440,10 @@ def abtraffic_spec(abtraffic_base_spec: ExperimentSpec, request: pytest.FixtureR
     if options.get("manifests") is not None:
         return _marker_manifest_spec(options, request)
     try:
+        cfg: AbTrafficConfig = request.getfixturevalue("abtraffic_config")
+        options = dict(_marker_options(request.node))
+        if cfg.workers is not None and "workers" not in options:
+            options["workers"] = cfg.workers  # --abtraffic-workers; a marker's own value wins
         return apply_overrides(abtraffic_base_spec, options)
     except SpecError as exc:
         raise pytest.UsageError(f"{request.node.nodeid}: @pytest.mark.abtraffic {exc}") from None

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .._backend import BackendCounters, FaultSettings
 from .._errors import AbTrafficError, BackendError, LoadError, UsageError
 from ._converge import Convergence
+from ._jobentry import RECORDS_READY
 from ._kube import (
     KubeApi,
     PodFailureWatch,
@@ -202,23 +203,19 @@ class ClusterDeployment:
                 live.new_stream()
                 self._api.follow_pod_log(pod, self._namespace, container=LOAD_CONTAINER, on_line=live.on_line,
                                          timeout_s=max(1.0, deadline - time.monotonic()))
-                if load_exited(self._api, self._namespace, job_name, LOAD_CONTAINER).ready \
+                if live.records_ready or load_exited(self._api, self._namespace, job_name, LOAD_CONTAINER).ready \
                         or time.monotonic() >= deadline:
                     break
                 time.sleep(1.0)  # the log stream dropped while Locust runs: follow again (old lines are skipped)
+            full = self._collect_records(pod, job_name)
+            worker_logs: list[str] = []
+            if plan.workers > 1:
+                full, worker_logs = self._collect_workers(job_name, plan, full, deadline)
             self._executor.run_step(wait_step)
             log = self._api.pod_log(pod, self._namespace, container=LOAD_CONTAINER)
             self._load_logs[job_name] = log
-            from .._load import parse_records_from_log
-
-            try:
-                full = parse_records_from_log(log)
-            except LoadError as exc:
-                from ._kube import job_state
-
-                state = job_state(self._api, self._namespace, job_name)
-                raise LoadError(f"{exc} ({state.detail})") from None
-            check = self._mesh_check(job_name, log, full)
+            # The meshed clients are the worker pods when distributed: their proxies counted the requests.
+            check = self._mesh_check(job_name, worker_logs or [log], full)
             result = live.finish(full, plan)
             from ._kube import job_state
 
@@ -235,6 +232,38 @@ class ClusterDeployment:
                 self._executor.run_step(delete_step)
             except Exception as exc:  # the namespace teardown removes it anyway
                 logger.warning("could not delete load Job %s: %s", job_name, exc)
+
+    def _collect_records(self, pod: str, job_name: str) -> LoadResult:
+        """Stream the records file out of the still-running load container (``_load/_recordsfile``).
+
+        The exec also creates the marker the job entry waits for, so the proxy stops only afterwards.
+        A stream that ends early or does not match its trailer is a LoadError, never fewer records."""
+        from .._load._logparse import result_from_lines
+        from .._load._recordsfile import READ_SCRIPT, RecordsStreamReader
+        from ._kube import job_state
+        from ._loadjob import COLLECT_TIMEOUT_S, COLLECTED_MARKER, RECORDS_FILE
+
+        reader = RecordsStreamReader(f"records file {RECORDS_FILE} of pod {pod}")
+        try:
+            code, err = self._api.exec_stream(pod, self._namespace, container=LOAD_CONTAINER,
+                                              argv=["python", "-c", READ_SCRIPT, RECORDS_FILE, COLLECTED_MARKER],
+                                              on_stdout=reader.feed, timeout_s=COLLECT_TIMEOUT_S)
+        except Exception as exc:  # the container is gone (crashed, deadline): say where the run stood
+            state = job_state(self._api, self._namespace, job_name)
+            tail = self._log_tail(pod)
+            raise LoadError(f"cannot read the load records from pod {pod} ({exc}); {state.detail}\nlog tail:\n{tail}") \
+                from None
+        if code != 0:
+            state = job_state(self._api, self._namespace, job_name)
+            raise LoadError(f"reading {RECORDS_FILE} in pod {pod} failed (exit {code}): {err.strip()[-500:]}; "
+                            f"{state.detail}\nlog tail:\n{self._log_tail(pod)}")
+        return result_from_lines(reader.finish())
+
+    def _log_tail(self, pod: str) -> str:
+        try:
+            return self._api.pod_log(pod, self._namespace, container=LOAD_CONTAINER, tail_lines=20)
+        except Exception as exc:
+            return f"(log unavailable: {exc})"
 
     def _wait_for_load_pod(self, job_name: str) -> str:
         found: dict[str, str] = {}
@@ -264,14 +293,66 @@ class ClusterDeployment:
                    watch=PodFailureWatch(self._api, self._namespace, f"job-name={job_name}"))
         return found["pod"]
 
-    def _mesh_check(self, job_name: str, log: str, result: LoadResult) -> MeshCheck | None:
-        text = extract_proxy_metrics(log)
-        if text is None:
+    def _collect_workers(self, job_name: str, plan: LoadPlan, master: LoadResult,
+                         deadline: float) -> tuple[LoadResult, list[str]]:
+        """Read every worker pod's records (each announces them when its Locust worker is done) and
+        merge them on one time axis (each pod counts from its own start: aligned by the start epochs)."""
+        from .._load import LoadResult, RequestRecord
+        from .._load._logparse import merge_results
+        from ._loadjob import workers_job_name
+
+        job = workers_job_name(job_name)
+        results: dict[str, LoadResult] = {}
+        while len(results) < plan.workers:
+            pods = self._api.list_objects("v1", "Pod", self._namespace, label_selector=f"job-name={job}")
+            for pod in sorted(pods, key=name_of):
+                name = name_of(pod)
+                if name in results:
+                    continue
+                text = self._api.pod_log(name, self._namespace, container=LOAD_CONTAINER)
+                if any(line.split(" ", 1)[-1].startswith(RECORDS_READY) or line.startswith(RECORDS_READY)
+                       for line in text.splitlines()):
+                    results[name] = self._collect_records(name, job)
+                elif _container_exited(pod, LOAD_CONTAINER):
+                    raise LoadError(f"load worker pod {name} exited without announcing its records; log tail:\n"
+                                    f"{chr(10).join(text.splitlines()[-20:])}")
+            if len(results) >= plan.workers:
+                break
+            if time.monotonic() >= deadline:
+                raise LoadError(f"only {len(results)} of {plan.workers} load worker pods of Job {job} delivered "
+                                "their records before the deadline")
+            time.sleep(1.0)
+        starts = [float((r.locust_stats or {}).get("start_epoch") or 0.0) for r in results.values()]
+        origin = min(starts)
+        shifted = [LoadResult(records=tuple(RequestRecord(x.t + start - origin, x.version, x.status, x.latency_ms,
+                                                          x.connection, x.error) for x in r.records),
+                              duration_s=r.duration_s + start - origin, stopped_early=r.stopped_early,
+                              stop_reason=r.stop_reason, locust_stats=r.locust_stats)
+                   for r, start in zip(results.values(), starts, strict=True)]
+        merged = merge_results(shifted) if len(shifted) > 1 else shifted[0]
+        merged = dataclasses.replace(merged, locust_stats={"master": master.locust_stats,
+                                                           "workers": [r.locust_stats for r in shifted]})
+        logs = []
+        for name in results:  # each worker dumps its proxy's metrics after its records were read
+            end = time.monotonic() + 60.0
+            while time.monotonic() < end:
+                live = self._api.get("v1", "Pod", name, self._namespace)
+                if live is None or _container_exited(live, LOAD_CONTAINER):
+                    break
+                time.sleep(1.0)
+            logs.append(self._api.pod_log(name, self._namespace, container=LOAD_CONTAINER))
+        return merged, logs
+
+    def _mesh_check(self, job_name: str, logs: Sequence[str], result: LoadResult) -> MeshCheck | None:
+        texts = [t for t in (extract_proxy_metrics(log) for log in logs) if t is not None]
+        if not texts:
             return None
+        text = "".join(texts)
         self._load_metrics[job_name] = text
         services = {v.name: self._spec.service_name(v.name) for v in self._spec.variants}
         try:
-            counts = backend_counters(parse_prometheus(text), namespace=self._namespace, services=services)
+            samples = [sample for t in texts for sample in parse_prometheus(t)]  # counters add up across pods
+            counts = backend_counters(samples, namespace=self._namespace, services=services)
         except ValueError as exc:
             logger.warning("cannot parse the load pod's proxy metrics: %s", exc)
             return None
@@ -482,6 +563,7 @@ class _LiveObserver:
         self.replayed = False
         self.dropped = 0
         self.lines_seen = 0
+        self.records_ready = False
         self._index = 0
 
     def new_stream(self) -> None:
@@ -489,6 +571,9 @@ class _LiveObserver:
 
     def on_line(self, line: str) -> bool:
         stamp, text = _parse_kubelet_line(line)
+        if text.startswith(RECORDS_READY):
+            self.records_ready = True  # the job entry waits for the records to be read: stop following
+            return True
         if self.observer is None:
             return False
         # A re-followed stream starts from the beginning again: skip the lines already seen.
@@ -542,6 +627,13 @@ class _LiveObserver:
     def notes(self) -> dict[str, Any]:
         return {"time_shift_s": round(self.shift_s, 4), "observer_replayed": self.replayed,
                 "records_dropped_after_stop": self.dropped}
+
+
+def _container_exited(pod: Mapping[str, Any], container: str) -> bool:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container and (cs.get("state") or {}).get("terminated"):
+            return True
+    return False
 
 
 def _replay(observer: LoadObserver, records: Sequence[RequestRecord], duration_s: float,

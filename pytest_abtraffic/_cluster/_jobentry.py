@@ -1,7 +1,12 @@
 """Entry of the meshed load Job's container: ``python -m pytest_abtraffic._cluster._jobentry``.
 
-Runs ``python -m pytest_abtraffic._load.incluster ARGS`` (Locust against the apex Service, records
-printed to stdout), then, from inside the pod:
+Runs ``python -m pytest_abtraffic._load.incluster ARGS`` (Locust against the apex Service; with
+``--records-file`` the records go to a gzip file on the pod's emptyDir, ``_load/_recordsfile``), then,
+from inside the pod:
+
+0. prints ``abtraffic: records ready`` and waits (at most ``--collect-timeout``) until the backend
+   has read the file by exec, which creates ``--collected-marker``: the proxy and the container stay
+   up while the records are read, and nothing goes through the rotated pod log;
 
 1. prints the pod's own Linkerd proxy metrics (admin port ``/metrics``) between
    ``=== ABTRAFFIC PROXY METRICS BEGIN ===`` / ``END`` markers: the client proxy's per-backend
@@ -27,11 +32,14 @@ import argparse
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
+RECORDS_READY = "abtraffic: records ready"
 METRICS_BEGIN = "=== ABTRAFFIC PROXY METRICS BEGIN ==="
 METRICS_END = "=== ABTRAFFIC PROXY METRICS END ==="
 DEFAULT_ADMIN_PORT = 4191
@@ -56,11 +64,30 @@ def proxy_shutdown(port: int) -> str:
         return f"{resp.status}"
 
 
+def wait_for_collection(records: Path, marker: Path, timeout_s: float, *, poll_s: float = 0.2) -> bool:
+    """Announce the records file and wait until the backend has read it (True) or the timeout (False)."""
+    if not records.is_file():
+        print(f"abtraffic: no records file at {records}", file=sys.stderr, flush=True)
+        return False
+    print(f"{RECORDS_READY} {records} ({records.stat().st_size} bytes)", flush=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if marker.exists():
+            return True
+        time.sleep(poll_s)
+    print(f"abtraffic: nobody collected {records} within {timeout_s:g}s; stopping anyway", file=sys.stderr,
+          flush=True)
+    return False
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pytest_abtraffic._cluster._jobentry",
                                 description="Run the in-cluster load, dump the proxy metrics, stop the proxy.")
     p.add_argument("--deadline", type=float, required=True, help="seconds the load run may take at most")
     p.add_argument("--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="the Linkerd proxy's admin port")
+    p.add_argument("--records-file", help="the records file the load writes (announced, then waited on)")
+    p.add_argument("--collected-marker", help="created by the backend's exec once it has read the records file")
+    p.add_argument("--collect-timeout", type=float, default=300.0, help="seconds to wait for the marker")
     p.add_argument("load_args", nargs=argparse.REMAINDER, help="-- then the arguments of _load.incluster")
     return p
 
@@ -87,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         child.kill()
         child.wait(timeout=30)
         code = EXIT_TIMEOUT
+    if args.records_file and args.collected_marker:
+        wait_for_collection(Path(args.records_file), Path(args.collected_marker), args.collect_timeout)
     try:
         text = proxy_metrics(args.admin_port)
     except (OSError, urllib.error.URLError) as exc:

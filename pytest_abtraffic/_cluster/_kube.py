@@ -70,6 +70,11 @@ class KubeApi(Protocol):
         """GET through the API server's pod proxy (``pods/<name>:<port>/proxy/<path>``)."""
         ...
 
+    def exec_stream(self, name: str, namespace: str, *, container: str, argv: list[str],
+                    on_stdout: Callable[[str], None], timeout_s: float) -> tuple[int, str]:
+        """Run ``argv`` in the container, handing stdout to ``on_stdout`` as it arrives; (exit code, stderr)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -198,6 +203,31 @@ class Kube:
         if code is None:
             raise BackendError(f"exec {argv[:2]} in pod {namespace}/{name} did not finish within {timeout_s:g}s")
         return int(code), out
+
+    def exec_stream(self, name: str, namespace: str, *, container: str, argv: list[str],
+                    on_stdout: Callable[[str], None], timeout_s: float) -> tuple[int, str]:
+        from kubernetes.stream import stream
+
+        ws = stream(self._core.connect_get_namespaced_pod_exec, name, namespace, container=container, command=argv,
+                    stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+        deadline = time.monotonic() + timeout_s
+        errors: list[str] = []
+        try:
+            while True:
+                ws.update(timeout=1)
+                if ws.peek_stdout():
+                    on_stdout(str(ws.read_stdout()))
+                if ws.peek_stderr():
+                    errors.append(str(ws.read_stderr()))
+                if not ws.is_open():
+                    break
+                if time.monotonic() > deadline:
+                    raise BackendError(f"exec {argv[:2]} in pod {namespace}/{name} did not finish within "
+                                       f"{timeout_s:g}s")
+            code = ws.returncode
+        finally:
+            ws.close()
+        return (int(code) if code is not None else -1), "".join(errors)
 
     def proxy_get(self, name: str, namespace: str, *, port: int, path: str, timeout_s: float) -> str:
         text = self._core.connect_get_namespaced_pod_proxy_with_path(f"{name}:{port}", namespace, path.lstrip("/"),

@@ -15,6 +15,7 @@ Job (no retries: a retried run would count twice). The container runs on the off
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from .._errors import BackendError, LoadError
+from .._load._driver import MASTER_PORT
 from ._jobentry import METRICS_BEGIN, METRICS_END
 from ._podcode import CODE_DIR, pod_code
 
@@ -43,6 +45,10 @@ CONFIGMAP_MAX_BYTES = 900 * 1024
 # Start-up allowance on top of the planned duration: image pull, proxy start, Locust start.
 STARTUP_ALLOWANCE_S = 120.0
 DEADLINE_ALLOWANCE_S = 300.0
+# Records file on the emptyDir, read back by exec (``_load/_recordsfile``), and the marker the read creates.
+RECORDS_FILE = f"{WORK_MOUNT}/abtraffic-records.jsonl.gz"
+COLLECTED_MARKER = f"{WORK_MOUNT}/abtraffic-records.collected"
+COLLECT_TIMEOUT_S = 300.0
 INJECT_ANNOTATIONS = {
     "linkerd.io/inject": "enabled",
     # The proxy's /shutdown endpoint is off by default since Linkerd 2.16; _jobentry calls it.
@@ -90,8 +96,12 @@ def load_job_objects(
     labels: Mapping[str, str] | None = None,
     host: str | None = None,
 ) -> list[dict[str, Any]]:
-    """ServiceAccount, ConfigMap and Job of one load run. ``host``: the URL load is aimed at (default: the
-    experiment's apex Service in ``namespace``; a live target's apex lives in another namespace)."""
+    """ServiceAccount, ConfigMap and Job of one load run; with ``plan.workers`` > 1 also the master's
+    Service and a Job of N meshed worker pods (Locust's distributed mode, ``worker_mode="pods"``).
+    ``host``: the URL load is aimed at (default: the experiment's apex Service in ``namespace``; a live
+    target's apex lives in another namespace)."""
+    if plan.workers > 1 and plan.worker_mode != "pods":
+        plan = dataclasses.replace(plan, worker_mode="pods")
     common = {**MANAGED_BY, **LOAD_APP_LABEL, **(labels or {})}
     plan_dict = plan.to_dict()
     payloads = plan_dict.pop("payloads", None)
@@ -119,11 +129,12 @@ def load_job_objects(
     deadline = _deadline_s(plan)
     load_args = ["--host", host or apex_url(spec, namespace, cluster_domain),
                  "--plan", json.dumps(plan_dict, separators=(",", ":"), sort_keys=True),
-                 "--timeout", f"{deadline:g}", "--workdir", f"{WORK_MOUNT}/abtraffic"]
+                 "--timeout", f"{deadline:g}", "--workdir", f"{WORK_MOUNT}/abtraffic", "--records-file", RECORDS_FILE]
     if payloads is not None:
         load_args += ["--payloads-file", f"{CONFIG_MOUNT}/{PAYLOADS_KEY}"]
-    command = ["python", "-m", "pytest_abtraffic._cluster._jobentry", "--deadline", f"{deadline + 60:g}", "--",
-               *load_args]
+    command = ["python", "-m", "pytest_abtraffic._cluster._jobentry", "--deadline", f"{deadline + 60:g}",
+               "--records-file", RECORDS_FILE, "--collected-marker", COLLECTED_MARKER,
+               "--collect-timeout", f"{COLLECT_TIMEOUT_S:g}", "--", *load_args]
     service_account = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
@@ -169,7 +180,7 @@ def load_job_objects(
         "metadata": {"name": job_name, "namespace": namespace, "labels": dict(common)},
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": int(deadline + DEADLINE_ALLOWANCE_S),
+            "activeDeadlineSeconds": int(deadline + COLLECT_TIMEOUT_S + DEADLINE_ALLOWANCE_S),
             "ttlSecondsAfterFinished": 3600,
             "template": {
                 "metadata": {"labels": dict(common), "annotations": dict(INJECT_ANNOTATIONS)},
@@ -187,7 +198,57 @@ def load_job_objects(
             },
         },
     }
-    return [service_account, config_map, job]
+    if plan.workers <= 1:
+        return [service_account, config_map, job]
+    return [service_account, config_map, *_distributed_objects(job, namespace, plan, job_name=job_name,
+                                                                cluster_domain=cluster_domain, common=common)]
+
+
+def workers_job_name(job_name: str) -> str:
+    return f"{job_name}-workers"
+
+
+def master_service_name(job_name: str) -> str:
+    return f"{job_name}-master"
+
+
+def _distributed_objects(master: dict[str, Any], namespace: str, plan: LoadPlan, *, job_name: str,
+                         cluster_domain: str, common: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The master Service and the worker Job next to the (master) load Job.
+
+    Locust's workers connect to the master's ``--master-bind-port`` (5557, ZeroMQ): the port is
+    marked opaque for Linkerd (``config.linkerd.io/opaque-ports``, linkerd2 edge-25.4.4
+    ``pkg/k8s/labels.go``) on the Service and both pod templates, so the proxies do not try to detect
+    HTTP on it. Every worker pod is meshed: the split applies to the requests it sends.
+    """
+    import copy
+
+    opaque = {"config.linkerd.io/opaque-ports": str(MASTER_PORT)}
+    master_pod = master["spec"]["template"]
+    master_pod["metadata"]["annotations"].update(opaque)
+    master_pod["metadata"]["labels"]["abtraffic-load-role"] = "master"
+    master_pod["spec"]["containers"][0]["ports"] = [{"name": "locust-master", "containerPort": MASTER_PORT}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": master_service_name(job_name), "namespace": namespace, "labels": dict(common),
+                     "annotations": dict(opaque)},
+        "spec": {"selector": {"job-name": job_name, "abtraffic-load-role": "master"},
+                 "ports": [{"name": "locust-master", "port": MASTER_PORT, "targetPort": MASTER_PORT}]},
+    }
+    workers = copy.deepcopy(master)
+    workers["metadata"]["name"] = workers_job_name(job_name)
+    workers["spec"]["parallelism"] = plan.workers
+    workers["spec"]["completions"] = plan.workers
+    pod = workers["spec"]["template"]
+    pod["metadata"]["labels"]["abtraffic-load-role"] = "worker"
+    container = pod["spec"]["containers"][0]
+    container.pop("ports", None)
+    command = list(container["command"])
+    at = command.index("--") + 1
+    address = f"{master_service_name(job_name)}.{namespace}.svc.{cluster_domain}:{MASTER_PORT}"
+    container["command"] = [*command[:at], "--worker-of", address, *command[at:]]
+    return [service, master, workers]
 
 
 def extract_proxy_metrics(log_text: str) -> str | None:
@@ -213,5 +274,7 @@ __all__ = [
     "check_load_target",
     "extract_proxy_metrics",
     "load_job_objects",
+    "master_service_name",
     "refuse_port_forward",
+    "workers_job_name",
 ]

@@ -421,17 +421,21 @@ def load_steps(spec: ExperimentSpec, namespace: str, plan: LoadPlan, *, image: s
 
     objects = load_job_objects(spec, namespace, plan, job_name=job_name, image=image, cluster_domain=cluster_domain,
                                labels=run_labels(run_id) if run_id else None, host=host)
-    job = objects[-1]
+    job = next(o for o in objects if o["kind"] == "Job" and name_of(o) == job_name)  # the master, when distributed
+    workers = [o for o in objects if o["kind"] == "Job" and o is not job]
+    how = (f"; Locust's distributed mode: a master and {plan.workers} meshed worker pods (Job "
+           f"{name_of(workers[0])}), each worker's records read back by exec and merged" if workers else "")
     return [
         Step("apply", f"start the meshed load Job {job_name} (linkerd.io/inject: enabled) aimed at the apex Service "
-             f"{host or apex_url(spec, namespace, cluster_domain)}: " + ", ".join(ref(o) for o in objects),
+             f"{host or apex_url(spec, namespace, cluster_domain)}{how}: " + ", ".join(ref(o) for o in objects),
              "load", id="load-job", objects=tuple(objects), namespace=namespace),
         Step("wait", f"wait for the load container of Job {job_name} to exit (it then stops the proxy, so the Job "
              "completes), and read its log: records + the client proxy's per-backend metrics", "load",
              id="load-wait", objects=(job,), namespace=namespace, wait_for="load-exit",
              timeout_s=float(job["spec"]["activeDeadlineSeconds"]) + 60.0),
-        Step("delete", f"delete Job {job_name} and its ConfigMap", "load", id="load-delete",
-             objects=tuple(o for o in objects if o["kind"] in ("Job", "ConfigMap")), namespace=namespace),
+        Step("delete", f"delete Job {job_name} and its ConfigMap" + (", the workers and the master Service"
+                                                                    if workers else ""), "load", id="load-delete",
+             objects=tuple(o for o in objects if o["kind"] in ("Job", "ConfigMap", "Service")), namespace=namespace),
     ]
 
 

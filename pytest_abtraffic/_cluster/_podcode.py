@@ -42,6 +42,7 @@ POD_MODULES: tuple[str, ...] = (
     "_load/_driver.py",
     "_load/_plan.py",
     "_load/_protocol.py",
+    "_load/_recordsfile.py",
     "_load/_results.py",
     "_load/incluster.py",
     "_load/locustfile.py",

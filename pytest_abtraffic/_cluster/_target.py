@@ -24,7 +24,7 @@ import re
 import signal
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -208,19 +208,19 @@ class TargetDeployment(ClusterDeployment):
             self.teardown()
             raise
 
-    def _mesh_check(self, job_name: str, log: str, result: LoadResult) -> MeshCheck | None:
-        # The backends live in the target namespace, not the kit's.
+    def _mesh_check(self, job_name: str, logs: Sequence[str], result: LoadResult) -> MeshCheck | None:
+        # The backends live in the target namespace, not the kit's; counters add up across load pods.
         from ._loadjob import extract_proxy_metrics
         from ._metrics import add_counters, backend_counters, compare_with_app, parse_prometheus
 
-        text = extract_proxy_metrics(log)
-        if text is None:
+        texts = [t for t in (extract_proxy_metrics(log) for log in logs) if t is not None]
+        if not texts:
             return None
-        self._load_metrics[job_name] = text
+        self._load_metrics[job_name] = "".join(texts)
         services = {v.name: self.target.service_name(v.name) for v in self.target.variants}
         try:
-            counts = backend_counters(parse_prometheus(text), namespace=self.target.target_namespace,
-                                      services=services)
+            samples = [sample for t in texts for sample in parse_prometheus(t)]
+            counts = backend_counters(samples, namespace=self.target.target_namespace, services=services)
         except ValueError as exc:
             logger.warning("cannot parse the load pod's proxy metrics: %s", exc)
             return None

@@ -11,6 +11,7 @@ does not exit in time).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -40,6 +41,10 @@ STARTUP_TIMEOUT_S = 60.0
 STDERR_TAIL_BYTES = 64 * 1024
 RUN_TIME_MARGIN_S = 2
 STATS_BASENAME = "locust_stats"  # Locust appends ".json"
+MASTER_PORT = 5557  # Locust's default --master-bind-port
+ENV_MASTER_PORT = "ABTRAFFIC_MASTER_PORT"  # another port, for running a master and workers on one host
+# Worker pods start one by one (image pull, proxy): the master waits for all of them first.
+POD_STARTUP_TIMEOUT_S = 300.0
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -133,8 +138,12 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
     env[proto.ENV_PATH] = plan.path
     env[proto.ENV_WAIT_S] = repr(float(plan.wait_s))
     env[proto.ENV_PARENT_PID] = str(os.getpid())
-    if plan.max_requests is not None:
+    if plan.max_requests is not None and plan.workers == 1:
+        # With several workers each would count only its own requests: the driver enforces the budget.
         env[proto.ENV_MAX_REQUESTS] = str(plan.max_requests)
+    if plan.workers > 1 and plan.worker_mode == "processes":
+        env[proto.ENV_PROCESSES] = str(plan.workers)
+        env[proto.ENV_EPOCH_FILE] = str(records.with_name("epoch"))
     if plan.connection_close:
         env[proto.ENV_CONNECTION_CLOSE] = "1"
     if payloads is not None:
@@ -144,6 +153,15 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
     # The locust process imports pytest_abtraffic._load.locust_support: make sure it finds this copy.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def worker_command(locustfile: Path, master: str) -> list[str]:
+    """A Locust worker of a master at ``host:port`` (the cluster backends' worker pods)."""
+    host, _, port = master.rpartition(":")
+    if not host or not port.isdigit():
+        raise LoadError(f"the Locust master address must be HOST:PORT, got {master!r}")
+    return [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker", "--master-host", host,
+            "--master-port", port, "--loglevel", "WARNING"]
 
 
 def build_command(target_url: str, plan: LoadPlan, locustfile: Path, workdir: Path) -> list[str]:
@@ -164,7 +182,19 @@ def build_command(target_url: str, plan: LoadPlan, locustfile: Path, workdir: Pa
         "--exit-code-on-error", "0",
         "--only-summary",
         "--loglevel", "WARNING",
+        *_distributed_args(plan),
     ]
+
+
+def _distributed_args(plan: LoadPlan) -> list[str]:
+    if plan.workers <= 1:
+        return []
+    if plan.worker_mode == "pods":
+        # The master of N worker pods: Locust starts the users once they are all connected.
+        port = os.environ.get(ENV_MASTER_PORT) or str(MASTER_PORT)
+        return ["--master", "--expect-workers", str(plan.workers), "--master-bind-port", port]
+    # Locust's distributed mode in one command: a master and N forked workers (Locust >= 2.19).
+    return ["--processes", str(plan.workers)]
 
 
 def _read_tail(path: Path) -> str:
@@ -221,7 +251,15 @@ def _stop_process(proc: subprocess.Popen[bytes], *, term: bool, grace_s: float) 
 
 class _Run:
     def __init__(self, target_url: str, plan: LoadPlan, observer: LoadObserver | None, workdir: Path,
-                 timeout_s: float | None) -> None:
+                 timeout_s: float | None, worker_of: str | None = None) -> None:
+        pods = plan.workers > 1 and plan.worker_mode == "pods"
+        #: The master of worker pods records nothing itself (requests fire on the workers).
+        self.master = pods and worker_of is None
+        self.worker_of = worker_of
+        if worker_of is not None and plan.max_requests is not None:
+            # Each worker pod stops at its share; the master quits when the last one has.
+            plan = dataclasses.replace(plan, max_requests=max(1, math.ceil(plan.max_requests / plan.workers)))
+        self.startup_timeout_s = POD_STARTUP_TIMEOUT_S if pods else STARTUP_TIMEOUT_S
         self.plan = plan
         self.observer = observer
         self.workdir = workdir
@@ -233,10 +271,12 @@ class _Run:
             payloads_path = workdir / "payloads.json"
             payloads_path.write_text(json.dumps(list(plan.payloads)), encoding="utf-8")
         self.locustfile = _resolve_locustfile(plan)
-        self.argv = build_command(target_url, plan, self.locustfile, workdir)
+        self.argv = (worker_command(self.locustfile, worker_of) if worker_of is not None
+                     else build_command(target_url, plan, self.locustfile, workdir))
         _check_target(target_url, self.argv)
-        self.env = _child_env(plan, self.records_path, payloads_path)
-        self.timeout_s = timeout_s if timeout_s is not None else plan.duration_s + STARTUP_TIMEOUT_S + 30.0
+        self.env = _child_env(plan if not self.master else dataclasses.replace(plan, max_requests=None),
+                              self.records_path, payloads_path)
+        self.timeout_s = timeout_s if timeout_s is not None else plan.duration_s + self.startup_timeout_s + 30.0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def describe_command(self) -> str:
@@ -257,6 +297,7 @@ class _Run:
     def execute(self) -> LoadResult:
         # Start from an empty records file, also when a workdir is reused.
         self.records_path.write_bytes(b"")
+        self.records_path.with_name("epoch").unlink(missing_ok=True)  # distributed mode's shared origin
         records_tail = _RecordsTail(self.records_path)
         counters = _Counters()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
@@ -298,8 +339,8 @@ class _Run:
                 if reason is not None:
                     stop_epoch = time.time()
                     break
-                if not started and now_mono - launched > STARTUP_TIMEOUT_S:
-                    raise self.error(f"locust did not start sending within {STARTUP_TIMEOUT_S:g}s{self.hint()}")
+                if not started and now_mono - launched > self.startup_timeout_s:
+                    raise self.error(f"locust did not start sending within {self.startup_timeout_s:g}s{self.hint()}")
                 if now_mono - launched > self.timeout_s:
                     raise self.error(f"locust did not finish within the timeout of {self.timeout_s:g}s")
                 time.sleep(POLL_INTERVAL_S)
@@ -329,18 +370,22 @@ class _Run:
                 reason = "duration"
             else:
                 reason = "exited"
-        if not records:
+        if not records and not self.master:
             raise self.error(f"locust exited with code {exit_code} and recorded no requests{self.hint()}")
         start = parsed.start_epoch if parsed.start_epoch is not None else 0.0
+        stats = _read_locust_stats(self.workdir, exit_code)
+        if self.worker_of is not None or self.master:
+            # Record times count from this process's own start: the backend aligns pods by these epochs.
+            stats = {**(stats or {}), "start_epoch": start, "role": "worker" if self.worker_of else "master"}
         # Parent-side stop: when it decided; self-stop: when the last request ended.
-        last_end = max(r.t + r.latency_ms / 1000.0 for r in records)
+        last_end = max((r.t + r.latency_ms / 1000.0 for r in records), default=0.0)
         duration = stop_epoch - start if stop_epoch is not None else last_end
         return LoadResult(
             records=records,
             duration_s=max(duration, 0.0),
             stopped_early=reason in ("verdict", "observer"),
             stop_reason=reason,
-            locust_stats=_read_locust_stats(self.workdir, exit_code),
+            locust_stats=stats,
         )
 
 
@@ -351,6 +396,7 @@ def run_locust(
     *,
     workdir: Path | None = None,
     timeout_s: float | None = None,
+    worker_of: str | None = None,
 ) -> LoadResult:
     """Drive ``plan`` at ``target_url`` with Locust in a subprocess; return every recorded request.
 
@@ -358,13 +404,14 @@ def run_locust(
     records nothing. ``workdir`` keeps the records file, Locust's JSON stats and its output
     (a temporary directory, removed afterwards, when None). ``timeout_s`` bounds the whole call
     (default: the plan's duration plus start-up allowance). No process is left running on return,
-    error or KeyboardInterrupt.
+    error or KeyboardInterrupt. ``worker_of="host:port"`` runs a Locust worker of that master instead
+    (``plan.worker_mode="pods"``): it records its own requests and stops at its share of the budget.
     """
     own_dir = workdir is None
     wd = Path(tempfile.mkdtemp(prefix="abtraffic-load-")) if workdir is None else Path(workdir).resolve()
     wd.mkdir(parents=True, exist_ok=True)
     try:
-        return _Run(target_url, plan, observer, wd, timeout_s).execute()
+        return _Run(target_url, plan, observer, wd, timeout_s, worker_of).execute()
     finally:
         if own_dir:
             shutil.rmtree(wd, ignore_errors=True)
@@ -376,4 +423,5 @@ def child_environment_preview(plan: LoadPlan) -> Mapping[str, str]:
     return {k: v for k, v in env.items() if k.startswith("ABTRAFFIC_")}
 
 
-__all__ = ["build_command", "child_environment_preview", "locustfile_path", "run_locust"]
+__all__ = ["MASTER_PORT", "build_command", "child_environment_preview", "locustfile_path", "run_locust",
+           "worker_command"]

@@ -62,19 +62,25 @@ def parse_records_from_log(text: str) -> LoadResult:
     if not blocks:
         raise LoadError(f"no records block ({proto.BEGIN_MARKER!r} ... {proto.END_MARKER!r}) in the load log; "
                         f"log tail:\n{tail(text)}")
-    results: list[LoadResult] = []
-    for gzipped, lines in blocks:
-        content = _block_lines(gzipped, lines)
-        parsed = proto.parse_lines(content)
-        if parsed.error is not None:
-            raise LoadError(f"the in-cluster load run failed: {parsed.error}")
-        summary = parsed.summary or {}
-        records = tuple(RequestRecord(*row) for row in parsed.rows)
-        duration = float(summary.get("duration_s", max((r.t for r in records), default=0.0)))
-        reason = str(summary.get("stop_reason", "exited"))
-        stats = summary.get("locust_stats")
-        results.append(LoadResult(records=records, duration_s=duration, stopped_early=bool(summary.get(
-            "stopped_early", False)), stop_reason=reason, locust_stats=stats if isinstance(stats, dict) else None))
+    return merge_results([result_from_lines(_block_lines(gzipped, lines)) for gzipped, lines in blocks])
+
+
+def result_from_lines(content: list[str]) -> LoadResult:
+    """The LoadResult of one records stream (rows, then a summary or an error event)."""
+    parsed = proto.parse_lines(content)
+    if parsed.error is not None:
+        raise LoadError(f"the in-cluster load run failed: {parsed.error}")
+    summary = parsed.summary or {}
+    records = tuple(RequestRecord(*row) for row in parsed.rows)
+    duration = float(summary.get("duration_s", max((r.t for r in records), default=0.0)))
+    reason = str(summary.get("stop_reason", "exited"))
+    stats = summary.get("locust_stats")
+    return LoadResult(records=records, duration_s=duration, stopped_early=bool(summary.get("stopped_early", False)),
+                      stop_reason=reason, locust_stats=stats if isinstance(stats, dict) else None)
+
+
+def merge_results(results: list[LoadResult]) -> LoadResult:
+    """One result from several load pods: connection ids get a ``p{i}/`` prefix, the longest duration."""
     if len(results) == 1:
         return results[0]
     merged = sorted(
@@ -92,4 +98,4 @@ def parse_records_from_log(text: str) -> LoadResult:
     )
 
 
-__all__ = ["parse_records_from_log"]
+__all__ = ["merge_results", "parse_records_from_log", "result_from_lines"]

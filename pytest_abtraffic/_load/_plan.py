@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
+MAX_WORKERS = 64
+#: ``processes``: ``locust --processes N`` in one place (local); ``pods``: a ``--master`` expecting N
+#: remote ``--worker`` processes (the cluster backends' worker pods).
+WORKER_MODES = ("processes", "pods")
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """One load run.
@@ -33,6 +39,8 @@ class LoadPlan:
     ``unit`` says how the split is meant to be counted (requests, or connections for
     per-connection routing); the driver records both, the statistics use this.
     ``wait_s`` is the pause after each request of each user (0: as fast as the target answers).
+    ``workers`` > 1 runs Locust's distributed mode (``--processes N`` locally, ``worker_mode="pods"``:
+    a master and N worker pods on a cluster); records are merged.
     """
 
     users: int = 10
@@ -49,6 +57,8 @@ class LoadPlan:
     wait_s: float = 0.0
     # (header lines, share): that share of requests carries those headers (header routes).
     cohorts: tuple[tuple[str, float], ...] = ()
+    workers: int = 1
+    worker_mode: Literal["processes", "pods"] = "processes"
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -60,6 +70,13 @@ class LoadPlan:
 
         if isinstance(self.users, bool) or not isinstance(self.users, int) or self.users < 1:
             raise SpecError("load.users", f"must be an integer >= 1, got {self.users!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 1 <= self.workers <= MAX_WORKERS:
+            raise SpecError("load.workers", f"must be an integer from 1 to {MAX_WORKERS}, got {self.workers!r}")
+        if self.workers > self.users:
+            raise SpecError("load.workers", f"{self.workers} workers need at least as many users, got "
+                                            f"users={self.users}")
+        if self.worker_mode not in WORKER_MODES:
+            raise SpecError("load.worker_mode", f"must be one of {', '.join(WORKER_MODES)}, got {self.worker_mode!r}")
         positive_number("spawn_rate", self.spawn_rate)
         if self.max_requests is not None and (
             isinstance(self.max_requests, bool) or not isinstance(self.max_requests, int) or self.max_requests < 1
@@ -100,6 +117,7 @@ class LoadPlan:
             "unit": load.unit,
             "locustfile": load.locustfile,
             "cohorts": tuple((c.label, c.share) for c in load.cohorts),
+            "workers": load.workers,
         }
         return cls.from_dict({**values, **overrides})
 

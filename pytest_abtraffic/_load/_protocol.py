@@ -31,6 +31,11 @@ ENV_WAIT_S = "ABTRAFFIC_WAIT_S"
 ENV_PARENT_PID = "ABTRAFFIC_PARENT_PID"
 # JSON list of [header lines, share] (LoadPlan.cohorts); each request's cohort is recorded with it.
 ENV_COHORTS = "ABTRAFFIC_COHORTS"
+# Distributed mode (``locust --processes N``): every process appends to the one records file; the
+# first to start writes its epoch to ENV_EPOCH_FILE (O_EXCL) and the ``start`` event, the others
+# read it, so all record times share one origin; connection ids get a ``p<pid>/`` prefix.
+ENV_PROCESSES = "ABTRAFFIC_PROCESSES"
+ENV_EPOCH_FILE = "ABTRAFFIC_EPOCH_FILE"
 
 DEFAULT_VERSION_HEADER = "x-model-version"
 DEFAULT_PATH = "/predict"
@@ -128,10 +133,12 @@ __all__ = [
     "DEFAULT_VERSION_HEADER",
     "END_MARKER",
     "ENV_CONNECTION_CLOSE",
+    "ENV_EPOCH_FILE",
     "ENV_MAX_REQUESTS",
     "ENV_PARENT_PID",
     "ENV_PATH",
     "ENV_PAYLOADS",
+    "ENV_PROCESSES",
     "ENV_RECORDS",
     "ENV_VERSION_HEADER",
     "ENV_WAIT_S",

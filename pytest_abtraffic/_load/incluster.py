@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,6 +30,7 @@ from .._errors import AbTrafficError
 from . import _protocol as proto
 from ._driver import run_locust
 from ._plan import LoadPlan
+from ._recordsfile import write_records_file
 from ._results import LoadResult, LoadSnapshot, RequestRecord
 
 ENV_PLAN = "ABTRAFFIC_PLAN"
@@ -80,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="bound on the whole run, seconds")
     p.add_argument("--workdir", help="where to keep the records file and Locust output (default: a temp dir)")
     p.add_argument("--gzip", action="store_true", help="print base64(gzip(records)) instead of plain lines")
+    p.add_argument("--worker-of", metavar="HOST:PORT",
+                   help="run as a Locust worker of that master (plan.worker_mode 'pods'); --host is then unused")
+    p.add_argument("--records-file", help="write the records here (gzip, with a count + sha256 trailer) instead of "
+                                          "printing them; the cluster backends read it back by exec")
     p.add_argument("--log-every", type=float, default=LOG_EVERY_S, help="seconds between progress lines on stderr")
     return p
 
@@ -99,16 +104,31 @@ def plan_from_args(args: argparse.Namespace) -> LoadPlan:
     return LoadPlan.from_dict(values)
 
 
+def record_lines(result: LoadResult | None, *, error: str | None = None) -> Iterator[str]:
+    """The records stream: one line per request, then the summary (or only an error event)."""
+    if error is not None:
+        yield proto.encode_event(error=error)
+        return
+    assert result is not None
+    for r in result.records:
+        yield proto.encode_record(r.t, r.version, r.status, r.latency_ms, r.connection, r.error)
+    yield proto.encode_event(summary={"duration_s": result.duration_s, "stop_reason": result.stop_reason,
+                                      "stopped_early": result.stopped_early, "locust_stats": result.locust_stats})
+
+
+def _emit(result: LoadResult | None, args: argparse.Namespace, *, error: str | None = None) -> None:
+    if args.records_file:
+        count, sha = write_records_file(Path(args.records_file), record_lines(result, error=error))
+        print(f"abtraffic: {count} record lines written to {args.records_file} (sha256 {sha})", file=sys.stderr,
+              flush=True)
+        return
+    sys.stdout.write(records_block(result, error=error, compress=args.gzip))
+    sys.stdout.flush()
+
+
 def records_block(result: LoadResult | None, *, error: str | None = None, compress: bool = False) -> str:
     """The text printed to stdout: markers around records and a summary (or an error)."""
-    if error is not None:
-        body = proto.encode_event(error=error)
-    else:
-        assert result is not None
-        summary = {"duration_s": result.duration_s, "stop_reason": result.stop_reason,
-                   "stopped_early": result.stopped_early, "locust_stats": result.locust_stats}
-        body = "".join(proto.encode_record(r.t, r.version, r.status, r.latency_ms, r.connection, r.error)
-                       for r in result.records) + proto.encode_event(summary=summary)
+    body = "".join(record_lines(result, error=error))
     if compress:
         packed = base64.b64encode(gzip.compress(body.encode("utf-8"))).decode("ascii")
         lines = "\n".join(packed[i:i + B64_LINE] for i in range(0, len(packed), B64_LINE))
@@ -121,16 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = plan_from_args(args)
         result = run_locust(args.host, plan, _ProgressLog(sys.stderr, args.log_every),
-                            workdir=Path(args.workdir) if args.workdir else None, timeout_s=args.timeout)
+                            workdir=Path(args.workdir) if args.workdir else None, timeout_s=args.timeout,
+                            worker_of=args.worker_of)
     except (AbTrafficError, ValueError, OSError) as exc:
         print(f"abtraffic: load failed: {exc}", file=sys.stderr, flush=True)
-        sys.stdout.write(records_block(None, error=str(exc), compress=args.gzip))
-        sys.stdout.flush()
+        _emit(None, args, error=str(exc))
         return 1
     print(f"abtraffic: done, {result.requests} requests in {result.duration_s:.1f}s "
           f"(stop: {result.stop_reason})", file=sys.stderr, flush=True)
-    sys.stdout.write(records_block(result, compress=args.gzip))
-    sys.stdout.flush()
+    _emit(result, args)
     return 0
 
 

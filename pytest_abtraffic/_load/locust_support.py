@@ -43,8 +43,10 @@ from locust import events
 
 from ._protocol import (
     DEFAULT_VERSION_HEADER,
+    ENV_EPOCH_FILE,
     ENV_MAX_REQUESTS,
     ENV_PARENT_PID,
+    ENV_PROCESSES,
     ENV_RECORDS,
     ENV_VERSION_HEADER,
     FLUSH_INTERVAL_S,
@@ -104,6 +106,7 @@ class _Recorder:
         self._user_ids: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self._user_numbers = itertools.count(1)  # never reused, unlike len() of a weak mapping
         self._flusher: Any = None
+        self.epoch_file = os.environ.get(ENV_EPOCH_FILE) if int(os.environ.get(ENV_PROCESSES) or 1) > 1 else None
 
     # -- Locust event listeners ---------------------------------------------------------
     def on_init(self, environment: Any, **_: Any) -> None:
@@ -111,6 +114,9 @@ class _Recorder:
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self._environment = environment
+        if self.epoch_file:
+            # After Locust forked (--processes): this process's parent is the Locust master.
+            self.parent_pid = os.getppid()
         self._mark_start(time.time())
         if self._flusher is None:
             self._flusher = gevent.spawn(self._flush_loop)
@@ -132,6 +138,8 @@ class _Recorder:
         conn = context.get(CONNECTION_CONTEXT_KEY) if isinstance(context, dict) else None
         if conn is None:
             conn = self._user_id()
+        if self.epoch_file:
+            conn = f"p{os.getpid()}/{conn}"  # user ids repeat across worker processes
         error = ""
         if exception is not None:
             error = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
@@ -155,6 +163,11 @@ class _Recorder:
     def _mark_start(self, epoch: float) -> None:
         if self._t0 is not None:
             return
+        if self.epoch_file:
+            shared = _shared_epoch(self.epoch_file, epoch)
+            self._t0 = shared
+            if shared != epoch:
+                return  # another process of this run wrote the start event
         self._t0 = epoch
         self._buffer.append(encode_event(start=epoch, pid=os.getpid()))
         self.flush()
@@ -195,6 +208,27 @@ class _Recorder:
         self.flush()
         self._closed = True
         self._file.close()
+
+
+def _shared_epoch(path: str, mine: float) -> float:
+    """The run's common time origin: the first process to get here writes ``mine``; others read it."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            with open(path, encoding="ascii") as fh:
+                text = fh.read().strip()
+            if text:
+                try:
+                    return float(text)
+                except ValueError:
+                    pass  # still being written
+            time.sleep(0.01)
+        return mine
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(repr(mine))
+    return mine
 
 
 _recorder: _Recorder | None = None

@@ -74,6 +74,10 @@ def test_default_split_holds(kind_backend: Backend, split_api: str, metric_sourc
         result = verify_split(deployment, settings=VERIFY, name=f"e2e-{split_api}")
         text = _save(result)
         assert result.split is not None and result.split.ok, text
+        # The convergence gate read what the control plane serves (HTTPRoute: `linkerd diagnostics policy`;
+        # SMI: the ServiceProfile's dstOverrides) and it matched the declared weights before any sample.
+        assert result.weights is not None and result.weights.programmed is not None, text
+        assert result.weights.agree and result.weights.converged_after_s is not None, result.weights
         check = _mesh_check(result)
         assert check["ok"], f"mesh cross-check: {check}\n{text}"
         assert check["source"] == metric_source, check

@@ -247,6 +247,13 @@ def test_installed_wheel_cluster_plans_use_only_built_or_pinned_public_images(in
     assert kind.returncode == 0, kind.stderr
     used = _check_images(kind.stdout, package_dir)
     assert "locustio/locust:2.47.0" in used and "pytest-abtraffic/ai-model:0.1.0" in used
+    # The convergence gate runs after the apply and again after each weight change.
+    text = kind.stdout
+    applied, gate, load = (text.index("apply the experiment"), text.index("convergence gate"),
+                           text.index("start the meshed load Job"))
+    assert applied < gate < load
+    change = text.index("# on each weight change")
+    assert text.index("convergence gate", change) > text.index("apply HTTPRoute", change) > change
 
     refused = subprocess.run([abtraffic, "plan", "--backend", "existing", "--context", "dev"], cwd=tmp_path,
                              env=_clean_env(), capture_output=True, text=True, timeout=60)
@@ -266,3 +273,30 @@ def test_installed_wheel_cluster_plans_use_only_built_or_pinned_public_images(in
     for bad in ("runs (pytest-abtraffic/load:0.1.0): python", "images: python:latest", "images: locustio/locust"):
         with pytest.raises(AssertionError):
             _check_images(bad, package_dir)
+
+
+def test_e2e_workflow_runs_the_e2e_tier_from_the_wheel_outside_the_checkout(installed_venv: Path,
+                                                                          tmp_path: Path) -> None:
+    """.github/workflows/e2e.yml builds the wheel, installs it into a clean venv (never ``-e .``) and runs
+    the e2e tests from a directory outside the checkout; the same layout collects here (skipped without
+    --run-e2e: no Docker), importing the kit from the wheel."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "e2e.yml").read_text())
+    steps = workflow["jobs"]["kind"]["steps"]
+    scripts = "\n".join(str(s.get("run", "")) for s in steps)
+    assert "pip wheel --no-deps" in scripts and "-m venv" in scripts and "pytest_abtraffic-*.whl" in scripts
+    assert "install -e" not in scripts and "pip install -e" not in scripts
+    e2e = next(s for s in steps if "--run-e2e" in str(s.get("run", "")))
+    assert e2e["working-directory"] == "${{ env.E2E_RUN_DIR }}" and "$ABTRAFFIC_VENV/bin/python" in e2e["run"]
+    layout = next(s for s in steps if "E2E_RUN_DIR=" in str(s.get("run", "")))
+    assert "$RUNNER_TEMP" in layout["run"]  # outside the checkout
+
+    run = tmp_path / "e2e-run"
+    run.mkdir()
+    shutil.copy(REPO / "tests" / "e2e" / "test_kind_e2e.py", run)
+    shutil.copy(REPO / "conftest.py", run)
+    (run / "pytest.ini").write_text("[pytest]\naddopts = -ra --strict-markers -p no:locust -p no:cacheprovider\n"
+                                    "markers =\n    e2e: e2e\n    slow: slow\n")
+    proc = subprocess.run([str(installed_venv / "bin" / "python"), "-m", "pytest", "test_kind_e2e.py", "-q"],
+                          cwd=run, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "skipped" in proc.stdout and "error" not in proc.stdout.lower()

@@ -140,3 +140,23 @@ def test_marker_manifests_with_findings_fail_the_test_only(pytester: pytest.Pyte
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*@pytest.mark.abtraffic(manifests=...): 3 problem(s) found*"])
     assert "must not run" not in result.stdout.str()
+
+
+def test_workers_option_and_marker_reach_the_spec(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('''
+import pytest
+
+
+def test_from_option(abtraffic_spec):
+    assert abtraffic_spec.load.workers == 3
+
+
+@pytest.mark.abtraffic(workers=2)
+def test_marker_wins(abtraffic_spec):
+    assert abtraffic_spec.load.workers == 2
+''')
+    result = pytester.runpytest("--abtraffic-workers", "3", "-p", "no:locust")
+    result.assert_outcomes(passed=2)
+    bad = pytester.runpytest("--abtraffic-workers", "0", "-p", "no:locust")
+    assert bad.ret != 0
+    assert "--abtraffic-workers: must be in [1, 65)" in bad.stderr.str()

@@ -58,6 +58,7 @@ class FakeKube:
         self.policy_stale = 0
         self.served_override: dict[str, int] | None = None
         self.policy_queries: list[tuple[str, str, int]] = []
+        self.records_cut_at: int | None = None
         for obj in objects or []:
             self.put(obj)
 
@@ -123,11 +124,13 @@ class FakeKube:
             containers = [{"name": c["name"]} for c in obj["spec"]["template"]["spec"]["containers"]]
             if self.pods_meshed:
                 containers.append({"name": "linkerd-proxy"})
-            self.put({"apiVersion": "v1", "kind": "Pod",
-                      "metadata": {"name": f"{meta['name']}-abcde", "namespace": ns, "labels": labels},
-                      "spec": {"containers": containers},
-                      "status": {"phase": "Succeeded", "containerStatuses": [
-                          {"name": c["name"], "state": {"terminated": {"exitCode": 0}}} for c in containers]}})
+            for i in range(int(obj["spec"].get("parallelism") or 1)):  # a worker Job has several pods
+                self.put({"apiVersion": "v1", "kind": "Pod",
+                          "metadata": {"name": f"{meta['name']}-abcd{'e' if i == 0 else i}", "namespace": ns,
+                                       "labels": labels},
+                          "spec": {"containers": containers},
+                          "status": {"phase": "Succeeded", "containerStatuses": [
+                              {"name": c["name"], "state": {"terminated": {"exitCode": 0}}} for c in containers]}})
             obj["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
 
     def policy_json(self, namespace: str, service: str, port: int) -> str:
@@ -264,6 +267,34 @@ class FakeKube:
         self.calls.append(("exec", "Pod", namespace, name))
         self.exec_calls.append((name, list(argv)))
         return 0, "{}"
+
+    def exec_stream(self, name: str, namespace: str, *, container: str, argv: list[str],
+                    on_stdout: Callable[[str], None], timeout_s: float) -> tuple[int, str]:
+        """The load pod's records file read by exec: built from the records block of ``job_log`` the way
+        the in-cluster entry writes it (``_load/_recordsfile``), base64 in 4 KiB chunks like a websocket
+        delivers it; ``records_cut_at`` truncates the stream there (a dropped connection)."""
+        import base64
+        import tempfile
+        from pathlib import Path
+
+        from pytest_abtraffic._load._logparse import _block_lines, _blocks
+        from pytest_abtraffic._load._recordsfile import write_records_file
+
+        self.calls.append(("exec-read", "Pod", namespace, name))
+        self.exec_calls.append((name, list(argv)))
+        blocks = _blocks(self.job_log(name) if self.job_log is not None else "")
+        if not blocks:
+            return 1, f"FileNotFoundError: {argv[-2]}"
+        lines = [line + "\n" for line in _block_lines(*blocks[0]) if line.strip()]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "records.jsonl.gz"
+            write_records_file(path, lines)
+            data = base64.encodebytes(path.read_bytes()).decode("ascii")
+        if self.records_cut_at is not None:
+            data = data[: self.records_cut_at]
+        for i in range(0, len(data), 4096):
+            on_stdout(data[i:i + 4096])
+        return 0, ""
 
     def proxy_get(self, name: str, namespace: str, *, port: int, path: str, timeout_s: float) -> str:
         self.calls.append(("proxy", "Pod", namespace, name))

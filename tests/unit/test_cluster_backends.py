@@ -15,7 +15,7 @@ from test_prereq import Factory, write_kubeconfig
 from pytest_abtraffic._backend import Backend, Deployment, FaultSettings
 from pytest_abtraffic._cluster import ClusterSettings, _deployment
 from pytest_abtraffic._cluster._existing import ExistingClusterBackend
-from pytest_abtraffic._cluster._jobentry import METRICS_BEGIN, METRICS_END
+from pytest_abtraffic._cluster._jobentry import METRICS_BEGIN, METRICS_END, RECORDS_READY
 from pytest_abtraffic._cluster._plan import RUN_LABEL
 from pytest_abtraffic._errors import BackendError, LoadError, NotReadyError, UsageError
 from pytest_abtraffic._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
@@ -40,7 +40,9 @@ def job_log(counts: dict[str, int], *, mesh: dict[str, int] | None = None, error
         f'backend_name="ai-model-service-{v}",http_status="200",error=""}} {n}' for v, n in mesh.items())
     lines = ["abtraffic: locust started",
              "abtraffic: 1.0s 10 requests (10/s) ok={'v1': 5, 'v2': 5} failures=0",
+             # The records go to a file (read back by exec, see FakeKube.exec_stream), not to this log.
              records_block(None, error=error) if error else records_block(result),
+             f"{RECORDS_READY} /tmp/abtraffic-records.jsonl.gz (1234 bytes)",
              METRICS_BEGIN, metrics, METRICS_END]
     return "\n".join(lines) + "\n"
 

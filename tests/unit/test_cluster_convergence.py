@@ -258,3 +258,23 @@ def test_result_and_reports_show_declared_programmed_and_observed(tmp_path: Any)
     html = render_html(result)
     assert 'id="weights"' in html and "fake control plane" in html and "converged after 2.5 s" in html
     assert "weights: declared v1=90, v2=10; programmed v1=90, v2=10" in format_summary([result])
+
+
+def test_the_policy_query_command_line() -> None:
+    """linkerd2 edge-25.4.4 ``cli/cmd/policy.go`` (``policy [flags] resource port``, ``-n``, ``-o json``)
+    and ``cli/cmd/root.go`` (persistent ``--linkerd-namespace``, ``--kubeconfig``, ``--context``)."""
+    from pytest_abtraffic._cluster._converge import cli_policy_query
+    from pytest_abtraffic._proc import Completed
+
+    seen: list[list[str]] = []
+
+    def runner(argv: list[str], **kw: Any) -> Completed:
+        seen.append(argv)
+        return Completed(tuple(argv), 0, json.dumps(SAMPLE), "")
+
+    query = cli_policy_query(runner, kubeconfig="/tmp/kc", context="kind-x", linkerd_namespace="linkerd")
+    text = query(NS, "ai-model-service", 80)
+    assert seen == [["linkerd", "diagnostics", "policy", "-n", NS, "svc/ai-model-service", "80", "-o", "json",
+                     "--linkerd-namespace", "linkerd", "--kubeconfig", "/tmp/kc", "--context", "kind-x"]]
+    assert programmed_route_weights(text, "ai-model-route", NS) == {"ai-model-v1": 90, "ai-model-v2": 10,
+                                                                   "ai-model-v3": 0}

@@ -285,3 +285,42 @@ def test_jobentry_without_a_proxy_still_exits(monkeypatch: pytest.MonkeyPatch,
     metrics = extract_proxy_metrics(captured.out)
     assert metrics is not None and metrics.startswith("# error: cannot read the proxy metrics")
     assert "proxy shutdown request failed" in captured.err
+
+
+# -- distributed load: a master Job, its Service and a Job of meshed worker pods ---------------------------
+
+
+def test_load_objects_for_three_workers_validate_and_wire_the_workers_to_the_master() -> None:
+    """Locust's distributed mode (``--master --expect-workers N``, ``--worker --master-host H --master-port P``;
+    master port 5557) with every pod meshed; the ZeroMQ port is opaque to Linkerd
+    (``config.linkerd.io/opaque-ports``, linkerd2 edge-25.4.4 ``pkg/k8s/labels.go``)."""
+    spec = default_spec()
+    plan_ = LoadPlan.from_spec(spec, max_requests=30_000, users=30, workers=3)
+    objects = load_job_objects(spec, "abt-w", plan_, job_name="abtraffic-load-1", image="locustio/locust:2.47.0")
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ConfigMap", "Service", "Job", "Job"]
+    assert validate_objects(objects) == []
+    _, _, service, master, workers = objects
+    assert workers["metadata"]["name"] == "abtraffic-load-1-workers"
+    assert workers["spec"]["parallelism"] == workers["spec"]["completions"] == 3
+    for job in (master, workers):
+        annotations = job["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["linkerd.io/inject"] == "enabled"  # every load pod is meshed
+        assert annotations["config.linkerd.io/opaque-ports"] == "5557"
+    assert service["spec"]["selector"] == {"job-name": "abtraffic-load-1", "abtraffic-load-role": "master"}
+    assert master["spec"]["template"]["metadata"]["labels"]["abtraffic-load-role"] == "master"
+    assert service["spec"]["ports"][0]["port"] == 5557
+    master_cmd = master["spec"]["template"]["spec"]["containers"][0]["command"]
+    worker_cmd = workers["spec"]["template"]["spec"]["containers"][0]["command"]
+    master_args = _parser().parse_args(master_cmd[master_cmd.index("--") + 1:])
+    worker_args = _parser().parse_args(worker_cmd[worker_cmd.index("--") + 1:])
+    assert master_args.worker_of is None
+    assert worker_args.worker_of == "abtraffic-load-1-master.abt-w.svc.cluster.local:5557"
+    assert json.loads(master_args.plan)["workers"] == 3 and json.loads(master_args.plan)["worker_mode"] == "pods"
+    from pytest_abtraffic._load._driver import build_command, worker_command
+
+    parsed = LoadPlan.from_dict(json.loads(master_args.plan))
+    argv = build_command("http://apex:80", parsed, Path("f.py"), Path("/tmp"))
+    assert argv[argv.index("--master"):argv.index("--master") + 5] == ["--master", "--expect-workers", "3",
+                                                                      "--master-bind-port", "5557"]
+    assert worker_command(Path("f.py"), worker_args.worker_of)[-7:-2] == [
+        "--worker", "--master-host", "abtraffic-load-1-master.abt-w.svc.cluster.local", "--master-port", "5557"]

@@ -350,3 +350,33 @@ def test_incluster_progress_lines_keep_the_shape_the_cluster_backend_parses() ->
     lines = out.getvalue().splitlines()
     assert lines[0] == "abtraffic: locust started"
     assert lines[1] == "abtraffic: 2.2s 120 requests (53/s) ok={'v1': 100, 'v2': 15} failures=5"
+
+
+# -- load.workers: Locust's distributed mode -------------------------------------------------------------
+
+
+def test_workers_in_spec_plan_and_locust_command(tmp_path: Path) -> None:
+    from pytest_abtraffic._errors import SpecError
+    from pytest_abtraffic._load import LoadPlan
+    from pytest_abtraffic._load._driver import _child_env, build_command
+    from pytest_abtraffic._load._protocol import ENV_EPOCH_FILE, ENV_MAX_REQUESTS, ENV_PROCESSES
+    from pytest_abtraffic._spec import default_spec, spec_from_mapping
+
+    spec = spec_from_mapping({"load": {"workers": 3, "users": 6}})
+    plan = LoadPlan.from_spec(spec, max_requests=900)
+    assert plan.workers == 3 and LoadPlan.from_dict(plan.to_dict()).workers == 3
+    argv = build_command("http://127.0.0.1:1", plan, tmp_path / "f.py", tmp_path)
+    assert argv[argv.index("--processes") + 1] == "3"
+    env = _child_env(plan, tmp_path / "records.jsonl", None)
+    assert env[ENV_PROCESSES] == "3" and env[ENV_EPOCH_FILE] == str(tmp_path / "epoch")
+    assert ENV_MAX_REQUESTS not in env  # the driver counts the budget over all workers
+    single = LoadPlan.from_spec(default_spec(), max_requests=900)
+    assert "--processes" not in build_command("http://127.0.0.1:1", single, tmp_path / "f.py", tmp_path)
+    assert _child_env(single, tmp_path / "records.jsonl", None)[ENV_MAX_REQUESTS] == "900"
+    for bad in (0, 65, True, 2.5):
+        with pytest.raises(SpecError, match=r"load\.workers"):
+            LoadPlan(workers=bad, users=100)  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="at least as many users"):
+        LoadPlan(workers=4, users=2)
+    with pytest.raises(SpecError, match="worker_mode"):
+        LoadPlan(workers=2, users=4, worker_mode="threads")  # type: ignore[arg-type]
