@@ -155,14 +155,21 @@ def test_a_fallback_deadline_tighter_than_fail_fast_fails_readably(kill_run: Any
 
 
 def test_kill_with_the_documented_3s_fail_fast(backend: LocalBackend) -> None:
+    """The documented default, through the runner as users run it (phases that end when decided; the
+    fixed timeline is the kill_run above)."""
+    from pytest_abtraffic._runner import VerifySettings, run_scenario
+
     dep = deploy(backend)  # fail_fast_timeout_s = 3.0, Linkerd's policy-controller default
     try:
         assert dep.spec.failure_policy.fail_fast_timeout_s == 3.0
         scenario = builtin_scenario("kill", dep.spec, "v2", duration_s=7.0)
-        load, windows = run(dep, scenario)
+        exp = default_expectation(dep.spec, scenario).replace(post_recovery_tolerance=POST_RECOVERY_TOLERANCE)
+        result = run_scenario(dep, scenario, settings=VerifySettings(users=USERS, recovery_s=RECOVERY_S),
+                              expectation=exp)
     finally:
         dep.teardown()
-    report = judge(load, scenario, windows, dep.spec)
+    report = result.fallback
+    assert report is not None
     figures("kill fail_fast=3s", report)
     report.raise_if_failed()
     assert report.time_to_fallback_s is not None

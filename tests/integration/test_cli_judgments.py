@@ -54,7 +54,8 @@ def test_all_zero_weights_are_bad_input(tmp_path: Path) -> None:
 
 
 def test_impossible_slo_exits_1_naming_p99_and_the_version(tmp_path: Path) -> None:
-    proc = _verify("--slo", "p99_ms<=0.01", "--report-dir", "out", cwd=tmp_path)
+    # A limit no server can meet is clear at once; +-5 points on the split keep the run short.
+    proc = _verify("--slo", "p99_ms<=0.01", "--tolerance", "0.05", "--report-dir", "out", cwd=tmp_path)
     assert proc.returncode == 1, _out(proc)
     assert "slo violated: v1 p99_ms <= 0.01 ms: violated; observed " in proc.stdout
     assert "v2 p99_ms <= 0.01 ms: violated" in proc.stdout and "slo [FAIL]" in proc.stdout
@@ -81,7 +82,9 @@ def test_candidate_slower_by_configuration_fails_the_latency_ratio(tmp_path: Pat
     spec = tmp_path / "slow.yaml"
     spec.write_text("model: ai-model\nvariants:\n  - {name: v1, weight: 50, reference: true}\n"
                     "  - {name: v2, weight: 50, reference: true, extra_latency_ms: 20}\n")
-    proc = _verify(str(spec), "--compare", "baseline=v1,latency_p95_ratio<=1.10", cwd=tmp_path)
+    # The split is not what this test is about: +-5 points decide it in ~2,000 requests, not ~14,000.
+    proc = _verify(str(spec), "--compare", "baseline=v1,latency_p95_ratio<=1.10", "--tolerance", "0.05",
+                   cwd=tmp_path)
     assert proc.returncode == 1, _out(proc)
     assert "comparison violated: v2 vs v1 latency_p95_ratio <= 1.1: violated; p95 v2 " in proc.stdout
     line = proc.stdout.split("comparison violated: ", 1)[1].splitlines()[0]

@@ -142,17 +142,27 @@ def test_wheel_verifies_the_users_manifests_and_pulumi_program(installed_venv: P
     ok = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "ai-model.yaml", cwd=project)
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
     assert "split [PASS]" in ok.stdout and "deployed ai-model (v1=700m, v2=300m, smi-v1alpha1)" in ok.stderr
+    assert _configured(ok.stdout) == {"v1": "70.0", "v2": "30.0"}  # the weights the objects declare: 700m / 300m
     broken = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "starting_point.yaml", cwd=project)
     assert broken.returncode == 1 and "3 problem(s) found" in broken.stderr and "deployed" not in broken.stderr
+    # Lint gates the run: the findings print as `lint` prints them (stdout), and nothing was started.
+    assert "apex Service 'ai-model-service' (spec.service) is not defined" in broken.stdout
     fixed = _wheel_cli(installed_venv, "lint", "--fix", "starting_point.yaml", cwd=project)
     assert fixed.returncode == 0, fixed.stderr
     piped = _wheel_cli(installed_venv, "verify", "spec.yaml", "--manifests", "-", cwd=project, stdin=fixed.stdout)
     assert piped.returncode == 0, piped.stdout[-2000:] + piped.stderr[-2000:]
+    assert _configured(piped.stdout) == {"v1": "50.0", "v2": "50.0"}
     pulumi_broken = _wheel_cli(installed_venv, "verify", "spec.yaml", "--pulumi", "pulumi_starting_point",
                                cwd=project)
     assert pulumi_broken.returncode == 1 and "7 problem(s) found" in pulumi_broken.stderr
     pulumi_ok = _wheel_cli(installed_venv, "verify", "spec.yaml", "--pulumi", "pulumi_mended", cwd=project)
     assert pulumi_ok.returncode == 0, pulumi_ok.stdout[-2000:] + pulumi_ok.stderr[-2000:]
+    assert _configured(pulumi_ok.stdout) == {"v1": "70.0", "v2": "30.0"}
+
+
+def _configured(stdout: str) -> dict[str, str]:
+    """The configured (weight) column of the split table."""
+    return dict(re.findall(r"^\s+(v\d)\s+(\d+\.\d)%", stdout, flags=re.MULTILINE))
 
 
 TARGET_SCRIPT = '''
