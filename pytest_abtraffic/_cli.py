@@ -304,7 +304,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                           seed=args.seed, load_image=args.load_image, model_image=args.model_image)
     progress = None if args.quiet else _stderr_progress()
     _install_sigterm()
-    from ._report import format_summary, write_html, write_json
+    from ._report._console import print_results
     from ._result import ExperimentResult
 
     backend = make_backend(cfg, spec)
@@ -333,18 +333,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         backend.close()
     if progress is not None:
         sys.stderr.write("\n")
-    print(format_summary(results))
-    for result in results:
-        if result.fallback is not None and not result.fallback.ok:
-            try:
-                result.fallback.raise_if_failed()
-            except AbTrafficAssertionError as exc:
-                print(str(exc))
-        if args.report_dir:
-            write_json(result, args.report_dir)
-            path = write_html(result, args.report_dir)
-            _say(f"report: {path}")
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return EXIT_OK if print_results(results, args.report_dir) else EXIT_FAILED
 
 
 def _say(text: str) -> None:

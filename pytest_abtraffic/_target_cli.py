@@ -8,7 +8,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from ._errors import AbTrafficAssertionError, SpecError, UsageError
+from ._errors import SpecError, UsageError
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -36,7 +36,7 @@ def plan_target(args: argparse.Namespace) -> int:
 def verify_target(args: argparse.Namespace) -> int:
     from ._cluster._target import parse_target, read_target
     from ._from_manifests import load_manifest_settings
-    from ._report import format_summary, write_html, write_json
+    from ._report._console import print_results
     from ._runner import VerifySettings, run_scenario, verify_split
     from ._stats import normalize_weights
     from .plugin import AbTrafficConfig, make_backend
@@ -81,17 +81,7 @@ def verify_target(args: argparse.Namespace) -> int:
             results.append(run_scenario(deployment, scenario, settings=settings))
     finally:
         backend.close()
-    print(format_summary(results))
-    for result in results:
-        if result.fallback is not None and not result.fallback.ok:
-            try:
-                result.fallback.raise_if_failed()
-            except AbTrafficAssertionError as exc:
-                print(str(exc))
-        if args.report_dir:
-            write_json(result, args.report_dir)
-            write_html(result, args.report_dir)
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return EXIT_OK if print_results(results, args.report_dir, announce_reports=False) else EXIT_FAILED
 
 
 def _say(text: str) -> None:
