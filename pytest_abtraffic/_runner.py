@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
     from ._phases import AdaptivePhases
     from ._slo import SloLimit
-    from ._stats import SequentialState
+    from ._stats import RunningTally, SequentialState, Unit
 
 ProgressCallback = Callable[[str], None]
 # How often an adaptive fault run looks at the records (a decided phase ends within about this).
@@ -93,37 +93,30 @@ def _successful_counts(records: Sequence[RequestRecord], unit: str, known: Seque
 
 
 class _RunningCounts:
-    """Successful records per version, each record counted once as the driver's records grow.
+    """``_successful_counts`` at every poll, counting only the records that arrived since the last.
 
-    Same rules as ``_successful_counts``; recounting every record at each poll cost the main process
-    about a second of CPU per main job, taken from the load and the proxy on a 2-core box.
+    Recounting every record at each poll cost the main process about a second of CPU per main job,
+    taken from the load and the proxy on a 2-core box.
     """
 
     def __init__(self, unit: str, known: Sequence[str]) -> None:
-        self._per_connection = unit == "connections"
+        self._unit: Unit = "connections" if unit == "connections" else "requests"
         self._known = list(known)
         self._seen = 0
-        self._counts: dict[str, int] = {}
-        self._pairs: set[tuple[str, str]] = set()
+        self._tally = self._new_tally()
+
+    def _new_tally(self) -> RunningTally:
+        from ._stats import RunningTally
+
+        return RunningTally(self._unit)
 
     def update(self, records: Sequence[RequestRecord]) -> dict[str, int]:
         if len(records) < self._seen:  # not the same growing stream: count again from the start
             self._seen = 0
-            self._counts = {}
-            self._pairs = set()
-        counts = self._counts
-        for r in records[self._seen:]:
-            if not r.ok:
-                continue
-            version = r.version or "unknown"
-            if self._per_connection:
-                pair = (r.connection, version)
-                if pair in self._pairs:
-                    continue
-                self._pairs.add(pair)
-            counts[version] = counts.get(version, 0) + 1
+            self._tally = self._new_tally()
+        self._tally.add((r.version, r.connection) for r in records[self._seen:] if r.ok)
         self._seen = len(records)
-        return {**dict.fromkeys(self._known, 0), **counts}
+        return {**dict.fromkeys(self._known, 0), **self._tally.counts}
 
 
 class _SplitObserver:

@@ -39,10 +39,11 @@ from ._distributions import binomial_two_sided_p, chi2_sf, regularized_gamma_q, 
 from ._fixed import SplitResult, SrmResult, VariantRow, assert_split, check_split, srm_test
 from ._planning import default_request_budget, plan_sample_size, tolerance_power
 from ._sequential import SequentialSplitTest, SequentialState
-from ._units import UnitTally, counts_by_unit, tally_units
+from ._units import RunningTally, UnitTally, counts_by_unit, tally_units
 
 __all__ = [
     "DEFAULT_CONCENTRATION",
+    "RunningTally",
     "SequentialSplitTest",
     "SequentialState",
     "SequentialVerdict",

@@ -21,6 +21,46 @@ class UnitTally:
     notes: tuple[str, ...] = ()
 
 
+class RunningTally:
+    """:func:`tally_units` over records that arrive in batches: each record is counted once.
+
+    The load observers feed it the new records at every poll instead of counting them all again.
+    """
+
+    def __init__(self, unit: Unit) -> None:
+        _check_unit(unit)
+        self.unit = unit
+        self.counts: dict[str, int] = {}
+        self._first: dict[str, str] = {}  # connection -> first version
+        self._pairs: set[tuple[str, str]] = set()
+        self._mixed: set[str] = set()
+
+    def add(self, records: Iterable[tuple[str, str]]) -> None:
+        counts = self.counts
+        if self.unit == "requests":
+            for version, _conn in records:
+                v = version or _UNKNOWN
+                counts[v] = counts.get(v, 0) + 1
+            return
+        for version, conn in records:
+            v = version or _UNKNOWN
+            if (conn, v) in self._pairs:
+                continue
+            self._pairs.add((conn, v))
+            counts[v] = counts.get(v, 0) + 1
+            if self._first.setdefault(conn, v) != v:
+                self._mixed.add(conn)
+
+    def tally(self) -> UnitTally:
+        notes: tuple[str, ...] = ()
+        if self._mixed:
+            notes = (
+                f"{len(self._mixed):,} of {len(self._first):,} connections were served by more than one version: "
+                "routing looks per request, not per connection; each (connection, version) pair was counted once",
+            )
+        return UnitTally(dict(self.counts), self.unit, len(self._mixed), notes)
+
+
 def tally_units(records: Iterable[tuple[str, str]], unit: Unit) -> UnitTally:
     """Count ``(version, connection_id)`` records per version, by request or by connection.
 
@@ -29,32 +69,9 @@ def tally_units(records: Iterable[tuple[str, str]], unit: Unit) -> UnitTally:
     several versions means routing is really per request: each (connection, version) pair is then
     counted once and a note says so.  A missing/empty version is counted as "unknown".
     """
-    _check_unit(unit)
-    counts: dict[str, int] = {}
-    if unit == "requests":
-        for version, _conn in records:
-            v = version or _UNKNOWN
-            counts[v] = counts.get(v, 0) + 1
-        return UnitTally(counts, unit)
-    seen: dict[str, str] = {}  # connection -> first version
-    pairs: set[tuple[str, str]] = set()
-    mixed: set[str] = set()
-    for version, conn in records:
-        v = version or _UNKNOWN
-        if (conn, v) in pairs:
-            continue
-        pairs.add((conn, v))
-        counts[v] = counts.get(v, 0) + 1
-        first = seen.setdefault(conn, v)
-        if first != v:
-            mixed.add(conn)
-    notes: tuple[str, ...] = ()
-    if mixed:
-        notes = (
-            f"{len(mixed):,} of {len(seen):,} connections were served by more than one version: routing "
-            "looks per request, not per connection; each (connection, version) pair was counted once",
-        )
-    return UnitTally(counts, unit, len(mixed), notes)
+    running = RunningTally(unit)
+    running.add(records)
+    return running.tally()
 
 
 def counts_by_unit(records: Iterable[tuple[str, str]], unit: Unit) -> dict[str, int]:
