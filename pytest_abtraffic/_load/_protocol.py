@@ -37,6 +37,12 @@ ENV_COHORTS = "ABTRAFFIC_COHORTS"
 ENV_PROCESSES = "ABTRAFFIC_PROCESSES"
 ENV_EPOCH_FILE = "ABTRAFFIC_EPOCH_FILE"
 
+# Warm start: the locust process imports and initialises, then waits in Locust's ``init`` event until
+# this file exists; it holds ``{"host": URL, "run_time_s": S, "max_requests": N|null}`` (written
+# atomically by the driver once the target is ready), so the start-up overlaps the deploy.
+ENV_GATE_FILE = "ABTRAFFIC_GATE_FILE"
+GATE_POLL_S = 0.005
+
 DEFAULT_VERSION_HEADER = "x-model-version"
 DEFAULT_PATH = "/predict"
 FLUSH_INTERVAL_S = 0.2
@@ -134,6 +140,7 @@ __all__ = [
     "END_MARKER",
     "ENV_CONNECTION_CLOSE",
     "ENV_EPOCH_FILE",
+    "ENV_GATE_FILE",
     "ENV_MAX_REQUESTS",
     "ENV_PARENT_PID",
     "ENV_PATH",
@@ -143,6 +150,7 @@ __all__ = [
     "ENV_VERSION_HEADER",
     "ENV_WAIT_S",
     "FLUSH_INTERVAL_S",
+    "GATE_POLL_S",
     "ParsedLines",
     "encode_event",
     "encode_record",
