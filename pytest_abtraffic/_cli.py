@@ -11,6 +11,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -335,11 +336,39 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for scenario in rest:
             _say(f"fault scenario {scenario.name}: {', '.join(f'{s.action} {s.variant}' for s in scenario.steps)}")
             results.append(run_scenario(deployment, scenario, settings=settings, progress=progress))
-    finally:
+    except BaseException:
         backend.close()
-    if progress is not None:
-        sys.stderr.write("\n")
-    return EXIT_OK if print_results(results, args.report_dir) else EXIT_FAILED
+        raise
+    # Reports are written while the backend tears down (which mostly waits for processes to exit).
+    closing = _Closing(backend)
+    try:
+        if progress is not None:
+            sys.stderr.write("\n")
+        ok = print_results(results, args.report_dir)
+    finally:
+        closing.join()
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+class _Closing:
+    """``backend.close()`` in a thread; ``join()`` waits for it and raises what it raised."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="abtraffic-teardown")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._backend.close()
+        except BaseException as exc:  # re-raised in the caller's thread by join()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _prestart_load(backend: Backend, spec: ExperimentSpec, settings: VerifySettings) -> None:

@@ -97,11 +97,14 @@ class LocalDeployment:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.proxy.start()
-        self.supervisor.start()
+        # The proxy and the model servers start side by side; probing (which publishes ready
+        # endpoints to the proxy) begins once the proxy is up.
+        self.proxy.launch()
         for v in self._spec.variants:
             for _ in range(v.replicas):
                 self.supervisor.start_replica(v.name)
+        self.proxy.wait_started()
+        self.supervisor.start()
         self.supervisor.wait_ready({v.name: v.replicas for v in self._spec.variants}, self.ready_timeout_s)
 
     def teardown(self) -> None:
