@@ -12,10 +12,32 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import pytest
+
+from pytest_abtraffic._local import LocalBackend
+
 BODY = b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+
+# Fault scenarios under Locust load (test_chaos_local.py, test_phases_local.py): the recovery phase's
+# length, and the post-recovery tolerance. That window is ~4-5 s of load (thousands of requests here,
+# but perhaps ~1,500 on a slow CI machine), not a full verification run: at 1,500 requests the 99.9%
+# interval of a 50% share is +-4.2 points, so the +-2 point default could not be shown; +-8 points
+# still catches a split that did not come back (a variant stuck at 0% or 100%) with a wide margin.
+RECOVERY_S = 5.0
+POST_RECOVERY_TOLERANCE = 0.08
+
+
+@pytest.fixture(scope="module", name="backend")
+def seeded_backend() -> Iterator[LocalBackend]:
+    """One seeded LocalBackend per module (import it into a test module to use it as ``backend``)."""
+    b = LocalBackend(seed=11)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _local_testkit import POST_RECOVERY_TOLERANCE, RECOVERY_S, seeded_backend  # noqa: F401 (fixture)
 
 from pytest_abtraffic._chaos import (
     FallbackReport,
@@ -38,21 +38,6 @@ pytestmark = [
 ]
 
 USERS = 10
-RECOVERY_S = 5.0
-# The post-recovery window is ~4-5 s of load (thousands of requests here, but perhaps ~1,500 on a
-# slow CI machine), not a full verification run: at 1,500 requests the 99.9% interval of a 50%
-# share is +-4.2 points, so the +-2 point default could not be shown; +-8 points still catches a
-# split that did not come back (a variant stuck at 0% or 100%) with a wide margin.
-POST_RECOVERY_TOLERANCE = 0.08
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[LocalBackend]:
-    b = LocalBackend(seed=11)
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def deploy(backend: LocalBackend, **policy: Any) -> LocalDeployment:

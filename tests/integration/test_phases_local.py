@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from collections.abc import Iterator
 
 import pytest
+from _local_testkit import POST_RECOVERY_TOLERANCE, RECOVERY_S, seeded_backend  # noqa: F401 (fixture)
 
 from pytest_abtraffic._chaos import builtin_scenario, default_expectation
 from pytest_abtraffic._load import LoadPlan
@@ -25,19 +25,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("locust") is None, reason="needs locust"),
 ]
 
-RECOVERY_S = 5.0
-# As in test_chaos_local.py: the post-recovery window is a few thousand requests, not a
-# verification run, so +-8 points (the sequential test decides it in ~600-1,200 requests).
-POST_RECOVERY_TOLERANCE = 0.08
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[LocalBackend]:
-    b = LocalBackend(seed=11)
-    try:
-        yield b
-    finally:
-        b.close()
+# POST_RECOVERY_TOLERANCE: the sequential test decides the +-8 point window in ~600-1,200 requests.
 
 
 @pytest.mark.parametrize("name", ["kill", "kill-one", "scale-zero", "errors", "slow", "unready"])
