@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._stats._distributions import _binom_lower_tail, _binom_upper_tail
+from ._slo import clopper_pearson
 
 Prediction = tuple[int, str, str | None]
 #: Payloads listed in terminal notes before "and N more" (JSON and HTML list them all).
@@ -32,35 +32,13 @@ _ANSWER_CHARS = 60
 INPUT_CHARS = 500
 
 
-def _bisect(f: Any, lo: float, hi: float) -> float:
-    """The root of a function increasing from lo to hi (60 halvings: below 1e-17 in [0, 1])."""
-    for _ in range(60):
-        mid = (lo + hi) / 2.0
-        if f(mid) < 0.0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2.0
-
-
 @functools.lru_cache(maxsize=4096)
-def clopper_pearson(x: int, n: int, confidence: float) -> tuple[float, float]:
-    """Exact two-sided interval for a binomial proportion: each side misses with <= (1 - conf) / 2."""
-    if not 0 <= x <= n or n < 1:
-        raise ValueError(f"need 0 <= x <= n and n >= 1, got x={x}, n={n}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    tail = (1.0 - confidence) / 2.0
-
-    def tail_upper(p: float) -> float:  # P(X >= x | p) - tail, increasing in p
-        return (_binom_upper_tail(x, n, p) if x >= n * p else 1.0 - _binom_lower_tail(x - 1, n, p)) - tail
-
-    def tail_lower(p: float) -> float:  # tail - P(X <= x | p), increasing in p
-        return tail - (_binom_lower_tail(x, n, p) if x <= n * p else 1.0 - _binom_upper_tail(x + 1, n, p))
-
-    low = 0.0 if x == 0 else _bisect(tail_upper, 0.0, 1.0)
-    high = 1.0 if x == n else _bisect(tail_lower, 0.0, 1.0)
-    return low, high
+def disagreement_interval(differing: int, compared: int, confidence: float) -> tuple[float, float]:
+    """Clopper-Pearson (exact, two-sided) interval of the disagreement share; each side misses with
+    at most (1 - confidence) / 2.  Cached: a run has few distinct (x, n) pairs."""
+    if not 0 <= differing <= compared or compared < 1:
+        raise ValueError(f"need 0 <= differing <= compared and compared >= 1, got {differing}, {compared}")
+    return clopper_pearson(differing, compared, confidence)
 
 
 def min_inputs(limit: float, confidence: float) -> int | None:
@@ -195,4 +173,4 @@ def _ids(items: Sequence[int]) -> str:
     return shown + (f" and {len(items) - 10} more" if len(items) > 10 else "")
 
 
-__all__ = ["NOTE_CAP", "Agreement", "PayloadAnswers", "clopper_pearson", "min_inputs", "payload_answers"]
+__all__ = ["NOTE_CAP", "Agreement", "PayloadAnswers", "disagreement_interval", "min_inputs", "payload_answers"]

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from ._agreement import Agreement, Prediction, clopper_pearson, min_inputs, payload_answers
+from ._agreement import Agreement, Prediction, disagreement_interval, min_inputs, payload_answers
 from ._errors import ComparisonError, SpecError
 from ._slo import QUANTILE_METRICS, quantile_estimate, quantile_interval
 from ._stats._common import _conf_label, _pct
@@ -304,7 +304,7 @@ def judge_disagreement(differing: int, compared: int, limit: float, confidence: 
     if not compared:
         return CompareCheck(candidate, baseline, metric, limit, None, None, None, "nodata", None, None, 0, 0,
                             differing=0)
-    lo, hi = clopper_pearson(differing, compared, confidence)
+    lo, hi = disagreement_interval(differing, compared, confidence)
     return CompareCheck(candidate, baseline, metric, limit, differing / compared, lo, hi, _status(lo, hi, limit),
                         None, None, compared, compared, differing=differing)
 
