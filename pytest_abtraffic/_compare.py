@@ -255,7 +255,8 @@ class CompareCheck:
         if self.status == "inconclusive":
             need = min_inputs(self.limit, confidence)
             text += ("; a limit of 0 can never be shown on a sample of inputs, use a small positive one"
-                     if need is None else f"; passing needs at least {need:,} distinct inputs (payloads)")
+                     if need is None else "; more distinct inputs (payloads, not requests) narrow the interval: even "
+                     f"with none answered differently, passing takes at least {need:,}")
         return text
 
     def to_dict(self) -> dict[str, Any]:

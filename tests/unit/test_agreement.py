@@ -169,7 +169,8 @@ def test_disagreement_statuses_and_messages() -> None:
     unclear = judge_disagreement(4, 50, 0.1, 0.999, "v2", "v1")
     assert unclear.status == "inconclusive" and not unclear.ok
     assert "not enough inputs to tell" in unclear.describe(0.999)
-    assert f"passing needs at least {min_inputs(0.1, 0.999):,} distinct inputs" in unclear.describe(0.999)
+    assert f"with none answered differently, passing takes at least {min_inputs(0.1, 0.999):,}" in \
+        unclear.describe(0.999)
     zero = judge_disagreement(0, 1000, 0.0, 0.999)
     assert zero.status == "inconclusive" and "a limit of 0 can never be shown" in zero.describe(0.999)
     assert judge_disagreement(0, 0, 0.1, 0.999).status == "nodata"
@@ -240,3 +241,24 @@ def test_disagreement_asks_for_every_payload_to_reach_every_version() -> None:
     spec = CompareSpec("v1", disagreement=0.1)
     assert compare_min_requests(spec, 0.999, payloads=50) == 500
     assert compare_min_requests(CompareSpec("v1", error_rate_delta=0.5), 0.999, payloads=50) < 500
+
+
+def test_the_readme_example_parses() -> None:
+    """README's iris.yaml and its `abtraffic verify ... disagreement<=` line are valid input."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from pytest_abtraffic import _cli
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n# iris\.yaml[^\n]*\n(.*?)```", readme, re.S)
+    assert block is not None
+    spec = spec_from_mapping(yaml.safe_load(block[1]))
+    assert spec.load.prediction_field == DEFAULT_PREDICTION_FIELD and len(spec.load.payloads or ()) == 3
+    (line,) = [ln.split("#")[0] for ln in readme.splitlines() if ln.startswith("abtraffic verify") and
+               "disagreement<=" in ln]
+    args = _cli.build_parser().parse_args(shlex.split(line)[1:])
+    assert args.spec == "iris.yaml" and parse_compare(args.compare) == CompareSpec("v1", disagreement=0.05)
