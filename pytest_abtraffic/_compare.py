@@ -227,11 +227,11 @@ class CompareCheck:
 
     def describe(self, confidence: float) -> str:
         head = f"{self.candidate} vs {self.baseline} {self.metric} <= {self.limit:g}"
+        if self.metric == "disagreement":
+            return self._describe_disagreement(head, confidence)
         if self.status == "nodata":
             return (f"{head}: no data ({self.n_candidate:,} {self.candidate} and {self.n_baseline:,} "
                     f"{self.baseline} responses)")
-        if self.metric == "disagreement":
-            return self._describe_disagreement(head, confidence)
         verdict = {"pass": "holds", "fail": "violated", "inconclusive": "not enough requests to tell"}[self.status]
         conf = _conf_label(confidence)
         if self.metric.startswith("latency_"):
@@ -248,6 +248,9 @@ class CompareCheck:
                 f"{self.n_candidate:,} vs {self.n_baseline:,} requests")
 
     def _describe_disagreement(self, head: str, confidence: float) -> str:
+        if self.status == "nodata":
+            return (f"{head}: no data; no payload was answered by both versions (predictions are noted by the "
+                    "built-in locustfile; a locustfile of your own records none)")
         verdict = {"pass": "holds", "fail": "violated", "inconclusive": "not enough inputs to tell"}[self.status]
         text = (f"{head}: {verdict}; {self.candidate} and {self.baseline} answer differently on {self.differing:,} of "
                 f"{self.n_candidate:,} inputs ({_pct(self.observed or 0.0)}), {_conf_label(confidence)} interval "

@@ -173,7 +173,8 @@ def test_disagreement_statuses_and_messages() -> None:
         unclear.describe(0.999)
     zero = judge_disagreement(0, 1000, 0.0, 0.999)
     assert zero.status == "inconclusive" and "a limit of 0 can never be shown" in zero.describe(0.999)
-    assert judge_disagreement(0, 0, 0.1, 0.999).status == "nodata"
+    nodata = judge_disagreement(0, 0, 0.1, 0.999, "v2", "v1")
+    assert nodata.status == "nodata" and "no payload was answered by both versions" in nodata.describe(0.999)
 
 
 def test_min_inputs_is_where_zero_disagreements_first_pass() -> None:
