@@ -362,8 +362,10 @@ def _prestart_load(backend: Backend, spec: ExperimentSpec, settings: VerifySetti
 
     if isinstance(backend, LocalBackend):
         from ._load import LoadPlan
+        from ._runner import with_prediction_field
 
-        plan = LoadPlan.from_spec(spec)
+        # The same plan the split run will launch (prepare_split), so the warm process is taken over.
+        plan = with_prediction_field(LoadPlan.from_spec(spec), settings.compare or spec.compare)
         backend.prestart_load(plan if settings.users is None else dataclasses.replace(plan, users=settings.users))
 
 

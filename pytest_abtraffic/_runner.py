@@ -209,11 +209,7 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     slo_limits = settings.slo or spec.slo
     compare = settings.compare or spec.compare
     positive = tuple(name for name, share in shares.items() if share > 0.0)
-    load_plan = plan or LoadPlan.from_spec(spec)
-    if compare is not None and compare.disagreement is not None and load_plan.prediction_field is None:
-        from ._pointer import DEFAULT_PREDICTION_FIELD
-
-        load_plan = replace(load_plan, prediction_field=DEFAULT_PREDICTION_FIELD)
+    load_plan = with_prediction_field(plan or LoadPlan.from_spec(spec), compare)
     min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence, len(_payloads(load_plan) or ()))
     if compare is not None and compare.baseline not in shares:
         raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
@@ -289,6 +285,16 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
                                          prediction_field=run.plan.prediction_field or "")
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
                    notes=tuple(notes), routes=routes, **extra)
+
+
+def with_prediction_field(plan: LoadPlan, compare: CompareSpec | None) -> LoadPlan:
+    """The plan, noting predictions at the reference server's pointer when ``disagreement<=`` needs
+    them and the plan names no pointer of its own."""
+    if compare is None or compare.disagreement is None or plan.prediction_field is not None:
+        return plan
+    from ._pointer import DEFAULT_PREDICTION_FIELD
+
+    return replace(plan, prediction_field=DEFAULT_PREDICTION_FIELD)
 
 
 def _payloads(plan: LoadPlan) -> Sequence[Any] | None:
