@@ -4,7 +4,11 @@ per-payload answers and the verdict with its Clopper-Pearson interval."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from scipy import stats
@@ -248,7 +252,6 @@ def test_the_readme_example_parses() -> None:
     """README's iris.yaml and its `abtraffic verify ... disagreement<=` line are valid input."""
     import re
     import shlex
-    from pathlib import Path
 
     import yaml
 
@@ -263,3 +266,47 @@ def test_the_readme_example_parses() -> None:
                "disagreement<=" in ln]
     args = _cli.build_parser().parse_args(shlex.split(line)[1:])
     assert args.spec == "iris.yaml" and parse_compare(args.compare) == CompareSpec("v1", disagreement=0.05)
+
+
+_NOTES_SCRIPT = r"""
+import json, os, sys
+from pytest_abtraffic._load import locust_support as ls
+
+ls.record_version()
+notes = ls.prediction_notes()
+assert notes is not None
+
+class Resp:
+    def __init__(self, status, body):
+        self.status_code, self.content = status, body
+
+def body(*labels):
+    return json.dumps({"predictions": [{"label": x, "probabilities": [0.5]} for x in labels]}).encode()
+
+notes.note(0, "v1", Resp(200, body("setosa")))
+notes.note(0, "v1", Resp(200, body("setosa")))                 # same body: skipped before parsing
+notes.note(0, "v1", Resp(200, body("setosa").replace(b"0.5", b"0.6")))  # new body, same answer: no new event
+notes.note(0, "v2", Resp(200, body("virginica")))
+notes.note(1, "v2", Resp(200, b'{"error": "no predictions"}'))  # no value at the pointer
+notes.note(1, "v2", Resp(200, b"not json"))                     # neither: still one null event
+notes.note(2, "v2", Resp(503, body("setosa")))                  # failed: not an answer
+notes.note(3, "v1", Resp(200, body("setosa", "virginica")))
+ls._recorder.flush()
+"""
+
+
+def test_the_locust_side_writes_one_event_per_distinct_answer(tmp_path: Path) -> None:
+    """PredictionNotes in a process of its own (importing locust patches the process with gevent)."""
+    records = tmp_path / "records.jsonl"
+    env = {**os.environ, proto.ENV_RECORDS: str(records), proto.ENV_PREDICTION_FIELD: DEFAULT_PREDICTION_FIELD}
+    subprocess.run([sys.executable, "-c", _NOTES_SCRIPT], env=env, check=True, timeout=60, capture_output=True)
+    events = [json.loads(line)["prediction"] for line in records.read_text().splitlines()]
+    assert events == [[0, "v1", ["setosa"]], [0, "v2", ["virginica"]], [1, "v2", None],
+                      [3, "v1", ["setosa", "virginica"]]]
+    assert proto.parse_lines(records.read_text().splitlines()).predictions == {
+        (0, "v1", '["setosa"]'), (0, "v2", '["virginica"]'), (1, "v2", None), (3, "v1", '["setosa","virginica"]')}
+    env.pop(proto.ENV_PREDICTION_FIELD)
+    off = subprocess.run([sys.executable, "-c", "from pytest_abtraffic._load import locust_support as ls; "
+                          "print(ls.prediction_notes())"], env=env, check=True, timeout=60, capture_output=True,
+                         text=True)
+    assert off.stdout.strip() == "None"  # nothing is parsed unless asked
