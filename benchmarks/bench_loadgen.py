@@ -12,6 +12,11 @@ and the CPU the calling process spends tailing the records file.
     .venv/bin/python benchmarks/bench_loadgen.py                     # a fast asyncio server here
     .venv/bin/python benchmarks/bench_loadgen.py --server reference  # fixtures/ai_model
     .venv/bin/python benchmarks/bench_loadgen.py --target http://127.0.0.1:4140  # e.g. through a proxy
+    .venv/bin/python benchmarks/bench_loadgen.py --server reference --predictions  # + prediction notes
+
+``--predictions`` adds a third side: the built-in locustfile noting each response's prediction
+(``ABTRAFFIC_PREDICTION_FIELD``, as ``disagreement<=`` does), and prints its req/s against the
+built-in locustfile's without it.
 
 The local server runs in its own process, so Locust and the server do not share a GIL.
 """
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--users", type=int, default=10)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--predictions", action="store_true",
+                   help="also run the built-in locustfile with prediction notes (load.prediction_field)")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
@@ -222,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     builtin: list[dict[str, float]] = []
     plain: list[dict[str, float]] = []
     driver: list[dict[str, float]] = []
+    noting: list[dict[str, float]] = []
     with target() as url, tempfile.TemporaryDirectory(prefix="bench-loadgen-") as tmp:
         wd = Path(tmp)
         (wd / "probe.py").write_text(PROBE_LOCUSTFILE)
@@ -232,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.rounds):
             # Alternate the order so drift on a shared machine hits both sides alike.
             pair = [("built-in", locustfile_path(), recording, builtin), ("plain", wd / "plain.py", {}, plain)]
+            if args.predictions:
+                pair.insert(1, ("noting", locustfile_path(),
+                                {**recording, proto.ENV_PREDICTION_FIELD: proto.DEFAULT_PREDICTION_FIELD}, noting))
             for name, lf, env, sink in pair if i % 2 == 0 else pair[::-1]:
                 m = run_probed(url, lf, args.users, args.duration, wd, env)
                 sink.append(m)
@@ -251,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median CPU us/request: built-in {b_cpu:.1f}, plain {p_cpu:.1f}; "
           f"throughput ratio from CPU cost {p_cpu / b_cpu:.3f} (one dedicated core: built-in ~{1e6 / b_cpu:.0f} "
           f"req/s, plain ~{1e6 / p_cpu:.0f} req/s)")
+    if noting:
+        n_rps, n_cpu = med(noting, "rps"), med(noting, "cpu_us")
+        print(f"prediction notes: median req/s {n_rps:.0f} vs built-in {b_rps:.0f}, ratio {n_rps / b_rps:.3f}; "
+              f"CPU us/request {n_cpu:.1f} vs {b_cpu:.1f} (ratio from CPU cost {b_cpu / n_cpu:.3f})")
     print(f"run_locust: start-up (launch -> first test_start) median {med(driver, 'startup_s'):.2f}s, "
           f"caller CPU {med(driver, 'parent_cpu_us'):.1f} us per record")
     return 0

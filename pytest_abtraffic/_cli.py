@@ -132,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--slo", help="per-version SLOs judged at --confidence, e.g. 'p99_ms<=250,error_rate<=0.01' "
                         "(p50_ms, p90_ms, p95_ms, p99_ms, error_rate); default: the spec's slo")
     verify.add_argument("--compare", help="candidate vs baseline, e.g. 'baseline=v1,latency_p95_ratio<=1.10,"
-                        "error_rate_delta<=0.005'; default: the spec's compare")
+                        "error_rate_delta<=0.005,disagreement<=0.05'; default: the spec's compare")
+    verify.add_argument("--prediction-field", help="JSON pointer to each response's prediction, for "
+                        "disagreement<= ('*' = every array element); default: the spec's load.prediction_field, "
+                        "else /predictions/*/label (the reference server)")
     verify.add_argument("--fallback", action="append", default=[], metavar="SCENARIO",
                         help="fault scenario to run after the split check: kill, kill-one, scale-zero, errors, "
                         "slow, unready (optionally NAME:VARIANT, e.g. kill:v2); repeatable")
@@ -168,6 +171,16 @@ def _spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
         import dataclasses
 
         spec = spec.replace(load=dataclasses.replace(spec.load, workers=args.workers))
+    if getattr(args, "prediction_field", None) is not None:
+        import dataclasses
+
+        from ._pointer import parse_pointer
+
+        try:
+            parse_pointer(args.prediction_field)
+        except ValueError as exc:
+            raise SpecError("--prediction-field", str(exc)) from None
+        spec = spec.replace(load=dataclasses.replace(spec.load, prediction_field=args.prediction_field))
     return spec
 
 
@@ -378,8 +391,10 @@ def _prestart_load(backend: Backend, spec: ExperimentSpec, settings: VerifySetti
 
     if isinstance(backend, LocalBackend):
         from ._load import LoadPlan
+        from ._runner import with_prediction_field
 
-        plan = LoadPlan.from_spec(spec)
+        # The same plan the split run will launch (prepare_split), so the warm process is taken over.
+        plan = with_prediction_field(LoadPlan.from_spec(spec), settings.compare or spec.compare)
         backend.prestart_load(plan if settings.users is None else dataclasses.replace(plan, users=settings.users))
 
 

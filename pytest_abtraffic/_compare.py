@@ -14,8 +14,9 @@ otherwise; inconclusive fails the comparison ("not verified"), it never passes s
   candidate response is slower than a baseline one (ties count half), 0.5 when they match.
 * **Error-rate difference** (candidate minus baseline): Newcombe's hybrid score interval (his
   method 10, from the two Wilson intervals), which keeps near-nominal coverage at rates near 0.
-* ``disagreement<=`` (prediction agreement) needs per-response predictions in the load records,
-  which the load does not record yet: it is refused as bad input rather than ignored.
+* **Disagreement** (``disagreement<=0.05``): the share of inputs (payloads) on which the
+  candidate's answers at ``load.prediction_field`` differ from the baseline's, with its
+  Clopper-Pearson interval over the inputs both answered (``_agreement``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from ._agreement import Agreement, Prediction, disagreement_interval, min_inputs, payload_answers
 from ._errors import ComparisonError, SpecError
 from ._slo import QUANTILE_METRICS, quantile_estimate, quantile_interval
 from ._stats._common import _conf_label, _pct
@@ -60,6 +62,7 @@ class CompareSpec:
     baseline: str
     latency_ratios: tuple[tuple[str, float], ...] = ()
     error_rate_delta: float | None = None
+    disagreement: float | None = None  # max share of inputs on which the answers differ
 
     def __post_init__(self) -> None:
         if not isinstance(self.baseline, str) or not self.baseline:
@@ -73,8 +76,12 @@ class CompareSpec:
         d = self.error_rate_delta
         if d is not None and (isinstance(d, bool) or not isinstance(d, int | float) or not 0 <= d < 1):
             raise SpecError("compare", f"error_rate_delta must be a fraction in [0, 1), got {d!r}")
-        if not self.latency_ratios and self.error_rate_delta is None:
-            raise SpecError("compare", "give at least one of latency_pNN_ratio<=R or error_rate_delta<=D")
+        a = self.disagreement
+        if a is not None and (isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a < 1):
+            raise SpecError("compare", f"disagreement must be a fraction in [0, 1), got {a!r}")
+        if not self.latency_ratios and self.error_rate_delta is None and self.disagreement is None:
+            raise SpecError("compare", "give at least one of latency_pNN_ratio<=R, error_rate_delta<=D or "
+                            "disagreement<=S")
 
     @property
     def label(self) -> str:
@@ -82,6 +89,8 @@ class CompareSpec:
         parts += [f"latency_{q}_ratio<={r:g}" for q, r in self.latency_ratios]
         if self.error_rate_delta is not None:
             parts.append(f"error_rate_delta<={self.error_rate_delta:g}")
+        if self.disagreement is not None:
+            parts.append(f"disagreement<={self.disagreement:g}")
         return ",".join(parts)
 
 
@@ -108,13 +117,11 @@ def parse_compare(value: object, field_name: str = "compare") -> CompareSpec | N
     baseline: str | None = None
     ratios: list[tuple[str, float]] = []
     delta: float | None = None
+    disagreement: float | None = None
     for key, raw in items:
         if key == "baseline":
             baseline = str(raw)
             continue
-        if key == "disagreement":
-            raise SpecError(field_name, "disagreement<= needs per-response predictions in the load records, "
-                            "which this version does not record yet; remove it")
         try:
             number = float(raw) if isinstance(raw, str) else raw
         except ValueError:
@@ -126,13 +133,15 @@ def parse_compare(value: object, field_name: str = "compare") -> CompareSpec | N
             ratios.append((match[1], number))  # type: ignore[arg-type]
         elif key == "error_rate_delta":
             delta = number  # type: ignore[assignment]
+        elif key == "disagreement":
+            disagreement = number  # type: ignore[assignment]
         else:
             raise SpecError(field_name, f"unknown key {key!r}; use baseline, latency_p50|p90|p95|p99_ratio, "
-                            "error_rate_delta")
+                            "error_rate_delta, disagreement")
     if baseline is None:
         raise SpecError(field_name, "baseline=NAME is required")
     try:
-        return CompareSpec(baseline, tuple(ratios), delta)
+        return CompareSpec(baseline, tuple(ratios), delta, disagreement)
     except SpecError as exc:
         raise SpecError(field_name, exc.message) from None
 
@@ -210,6 +219,7 @@ class CompareCheck:
     n_candidate: int
     n_baseline: int
     effect_size: float | None = None  # Mann-Whitney, latency checks only
+    differing: int | None = None  # disagreement checks: inputs answered differently (of n_candidate)
 
     @property
     def ok(self) -> bool:
@@ -217,6 +227,8 @@ class CompareCheck:
 
     def describe(self, confidence: float) -> str:
         head = f"{self.candidate} vs {self.baseline} {self.metric} <= {self.limit:g}"
+        if self.metric == "disagreement":
+            return self._describe_disagreement(head, confidence)
         if self.status == "nodata":
             return (f"{head}: no data ({self.n_candidate:,} {self.candidate} and {self.n_baseline:,} "
                     f"{self.baseline} responses)")
@@ -235,6 +247,21 @@ class CompareCheck:
                 f"{conf} interval [{_pct(self.low or 0.0)}, {_pct(self.high or 0.0)}]; "
                 f"{self.n_candidate:,} vs {self.n_baseline:,} requests")
 
+    def _describe_disagreement(self, head: str, confidence: float) -> str:
+        if self.status == "nodata":
+            return (f"{head}: no data; no payload was answered by both versions (predictions are noted by the "
+                    "built-in locustfile; a locustfile of your own records none)")
+        verdict = {"pass": "holds", "fail": "violated", "inconclusive": "not enough inputs to tell"}[self.status]
+        text = (f"{head}: {verdict}; {self.candidate} and {self.baseline} answer differently on {self.differing:,} of "
+                f"{self.n_candidate:,} inputs ({_pct(self.observed or 0.0)}), {_conf_label(confidence)} interval "
+                f"[{_pct(self.low or 0.0)}, {_pct(self.high or 0.0)}]")
+        if self.status == "inconclusive":
+            need = min_inputs(self.limit, confidence)
+            text += ("; a limit of 0 can never be shown on a sample of inputs, use a small positive one"
+                     if need is None else "; more distinct inputs (payloads, not requests) narrow the interval: even "
+                     f"with none answered differently, passing takes at least {need:,}")
+        return text
+
     def to_dict(self) -> dict[str, Any]:
         def finite(x: float | None) -> float | None:
             return x if x is not None and math.isfinite(x) else None
@@ -243,7 +270,7 @@ class CompareCheck:
                 "observed": finite(self.observed), "low": finite(self.low), "high": finite(self.high),
                 "status": self.status, "candidate_value": finite(self.candidate_value),
                 "baseline_value": finite(self.baseline_value), "n_candidate": self.n_candidate,
-                "n_baseline": self.n_baseline, "effect_size": finite(self.effect_size)}
+                "n_baseline": self.n_baseline, "effect_size": finite(self.effect_size), "differing": self.differing}
 
 
 def judge_latency_ratio(candidate_ms: Iterable[float], baseline_ms: Iterable[float], quantile: str, limit: float,
@@ -274,6 +301,18 @@ def judge_error_delta(x_c: int, n_c: int, x_b: int, n_b: int, limit: float, conf
                         x_c / n_c, x_b / n_b, n_c, n_b)
 
 
+def judge_disagreement(differing: int, compared: int, limit: float, confidence: float,
+                       candidate: str = "candidate", baseline: str = "baseline") -> CompareCheck:
+    """One ``disagreement <= limit`` check: ``differing`` of ``compared`` inputs answered differently."""
+    metric = "disagreement"
+    if not compared:
+        return CompareCheck(candidate, baseline, metric, limit, None, None, None, "nodata", None, None, 0, 0,
+                            differing=0)
+    lo, hi = disagreement_interval(differing, compared, confidence)
+    return CompareCheck(candidate, baseline, metric, limit, differing / compared, lo, hi, _status(lo, hi, limit),
+                        None, None, compared, compared, differing=differing)
+
+
 @dataclass(frozen=True)
 class CompareReport:
     """Every candidate-vs-baseline check of a run."""
@@ -282,6 +321,7 @@ class CompareReport:
     checks: tuple[CompareCheck, ...]
     confidence: float
     excluded: int = 0  # records left out because they fell in a fault window
+    agreement: Agreement | None = None  # per-payload answers, when disagreement<= was asked for
 
     @property
     def ok(self) -> bool:
@@ -305,6 +345,9 @@ class CompareReport:
                   "interval", "status")
         body: list[tuple[str, ...]] = []
         for c in self.checks:
+            if c.metric == "disagreement":
+                body.append(_disagreement_row(c))
+                continue
             lat = c.metric.startswith("latency_")
 
             def val(x: float | None, lat: bool = lat) -> str:
@@ -320,7 +363,11 @@ class CompareReport:
         return header, body
 
     def notes(self) -> list[str]:
-        return [f"{self.excluded:,} requests inside fault windows were not compared"] if self.excluded else []
+        out = [f"{self.excluded:,} requests inside fault windows were not compared"] if self.excluded else []
+        if self.agreement is not None:
+            candidates = sorted({c.candidate for c in self.checks if c.metric == "disagreement"})
+            out.extend(self.agreement.notes(candidates))
+        return out
 
     def table(self) -> str:
         header, body = self.table_rows()
@@ -339,11 +386,19 @@ class CompareReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "verdict": self.verdict, "confidence": self.confidence, "spec": self.spec.label,
                 "baseline": self.spec.baseline, "excluded": self.excluded,
-                "checks": [c.to_dict() for c in self.checks]}
+                "checks": [c.to_dict() for c in self.checks],
+                "agreement": self.agreement.to_dict() if self.agreement is not None else None}
 
     def raise_if_failed(self) -> None:
         if not self.ok:
             raise ComparisonError(self.message())
+
+
+def _disagreement_row(c: CompareCheck) -> tuple[str, ...]:
+    if c.status == "nodata":
+        return (c.candidate, f"disagreement <= {c.limit:g}", "-", "-", "-", "[-, -]", c.status)
+    return (c.candidate, f"disagreement <= {c.limit:g}", f"{c.differing:,} of {c.n_candidate:,} inputs differ", "-",
+            _pct(c.observed or 0.0), f"[{_pct(c.low or 0.0)}, {_pct(c.high or 0.0)}]", c.status)
 
 
 def _in_window(t: float, windows: Sequence[_Window]) -> bool:
@@ -351,8 +406,15 @@ def _in_window(t: float, windows: Sequence[_Window]) -> bool:
 
 
 def check_compare(records: Iterable[_Record], spec: CompareSpec, *, confidence: float,
-                  candidates: Sequence[str], windows: Sequence[_Window] = ()) -> CompareReport:
-    """Judge each candidate against ``spec.baseline`` on the records outside every fault window."""
+                  candidates: Sequence[str], windows: Sequence[_Window] = (),
+                  predictions: Iterable[Prediction] = (), payloads: Sequence[Any] | None = None,
+                  prediction_field: str = "") -> CompareReport:
+    """Judge each candidate against ``spec.baseline`` on the records outside every fault window.
+
+    ``predictions`` (``LoadResult.predictions``), the request bodies (``payloads``, when known) and
+    the pointer the answers were read at are for ``disagreement<=``: answers do not depend on the
+    time they were given, so all of them count.
+    """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
     names = {spec.baseline, *candidates}
@@ -381,12 +443,24 @@ def check_compare(records: Iterable[_Record], spec: CompareSpec, *, confidence: 
         if spec.error_rate_delta is not None:
             checks.append(judge_error_delta(fails[cand], attempts[cand], fails[b], attempts[b],
                                             spec.error_rate_delta, confidence, cand, b))
-    return CompareReport(spec, tuple(checks), confidence, excluded)
+    agreement = None
+    if spec.disagreement is not None:
+        agreement = Agreement((b, *(c for c in candidates if c != b)), b, payload_answers(predictions, payloads),
+                              prediction_field)
+        for cand in candidates:
+            if cand != b:
+                checks.append(judge_disagreement(len(agreement.differing(cand)), len(agreement.compared(cand)),
+                                                 spec.disagreement, confidence, cand, b))
+    return CompareReport(spec, tuple(checks), confidence, excluded, agreement)
 
 
-def compare_min_requests(spec: CompareSpec, confidence: float) -> int:
-    """Fewest requests per version before every limit can pass at all (bounds must exist and clear it)."""
-    need = 0
+def compare_min_requests(spec: CompareSpec, confidence: float, payloads: int = 0) -> int:
+    """Fewest requests per version before every limit can pass at all (bounds must exist and clear it).
+
+    With ``disagreement<=``, each of the ``payloads`` should reach each version: 10 requests per
+    payload and version leave a payload unanswered by a version with probability about e^-10.
+    """
+    need = 10 * payloads if spec.disagreement is not None else 0
     each = 1.0 - (1.0 - confidence) / 2.0
     for quantile, _ in spec.latency_ratios:
         q = QUANTILE_METRICS[f"{quantile}_ms"]
@@ -403,6 +477,7 @@ __all__ = [
     "CompareSpec",
     "check_compare",
     "compare_min_requests",
+    "judge_disagreement",
     "judge_error_delta",
     "judge_latency_ratio",
     "mann_whitney_effect",

@@ -209,12 +209,12 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     slo_limits = settings.slo or spec.slo
     compare = settings.compare or spec.compare
     positive = tuple(name for name, share in shares.items() if share > 0.0)
-    min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence)
+    load_plan = with_prediction_field(plan or LoadPlan.from_spec(spec), compare)
+    min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence, len(_payloads(load_plan) or ()))
     if compare is not None and compare.baseline not in shares:
         raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
     if settings.requests is None:
         budget = max(budget, min_total)
-    load_plan = plan or LoadPlan.from_spec(spec)
     judged = None
     if spec.routes:
         from ._route_check import default_rule_share, split_by_rule
@@ -279,13 +279,38 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
         from ._compare import check_compare
 
         extra["compare"] = check_compare(load.records, run.compare, confidence=settings.confidence,
-                                         candidates=[n for n in run.positive if n != run.compare.baseline])
+                                         candidates=[n for n in run.positive if n != run.compare.baseline],
+                                         predictions=load.predictions,
+                                         payloads=_payloads(run.plan),
+                                         prediction_field=run.plan.prediction_field or "")
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
                    notes=tuple(notes), routes=routes, **extra)
 
 
+def with_prediction_field(plan: LoadPlan, compare: CompareSpec | None) -> LoadPlan:
+    """The plan, noting predictions at the reference server's pointer when ``disagreement<=`` needs
+    them and the plan names no pointer of its own."""
+    if compare is None or compare.disagreement is None or plan.prediction_field is not None:
+        return plan
+    from ._pointer import DEFAULT_PREDICTION_FIELD
+
+    return replace(plan, prediction_field=DEFAULT_PREDICTION_FIELD)
+
+
+def _payloads(plan: LoadPlan) -> Sequence[Any] | None:
+    """Request bodies the load cycles (the built-in ones unless ``load.payloads``); None for a user
+    locustfile, which sends what it likes."""
+    if plan.payloads is not None:
+        return plan.payloads
+    if plan.locustfile is not None:
+        return None
+    from ._load._protocol import DEFAULT_PAYLOADS
+
+    return DEFAULT_PAYLOADS
+
+
 def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | None, shares: Mapping[str, float],
-                        confidence: float) -> int:
+                        confidence: float, payloads: int = 0) -> int:
     """Units a run needs before SLO/comparison bounds can clear their limits for every version.
 
     Twice the fewest per version for a bound to exist at all (so it is not the sample's maximum),
@@ -299,7 +324,7 @@ def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | N
     if compare is not None:
         from ._compare import compare_min_requests
 
-        per_version = max(per_version, compare_min_requests(compare, confidence))
+        per_version = max(per_version, compare_min_requests(compare, confidence, payloads))
     positive = [s for s in shares.values() if s > 0.0]
     if not per_version or not positive:
         return 0

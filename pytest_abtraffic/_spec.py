@@ -20,6 +20,7 @@ import yaml
 
 from ._compare import CompareSpec, parse_compare
 from ._errors import SpecError
+from ._pointer import parse_pointer
 from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, shadowed_rules
 from ._slo import SloLimit, parse_slo
 from ._units import check_float as _check_float
@@ -222,6 +223,9 @@ class LoadSettings:
     #: Load processes: 1 = one Locust process; N > 1 = Locust's own distributed mode with N workers
     #: (local: ``locust --processes N``), for rates one load process cannot reach.
     workers: int = 1
+    #: JSON pointer to each response's prediction (prediction agreement, ``disagreement<=``); None:
+    #: recorded only when a comparison asks for it, at the reference server's pointer.
+    prediction_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -483,8 +487,8 @@ _POLICY_KEYS = {"failure_accrual", "retries", "timeouts", "fail_fast_timeout"}
 _ACCRUAL_KEYS = {"max_failures", "min_penalty", "max_penalty", "jitter_ratio"}
 _RETRY_KEYS = {"on", "limit", "timeout"}
 _TIMEOUT_KEYS = {"request"}
-_LOAD_KEYS = {"users", "spawn_rate", "requests", "duration", "path", "payloads", "unit", "early_stop",
-              "locustfile", "cohorts", "workers"}
+_LOAD_KEYS = {"users", "spawn_rate", "requests", "duration", "path", "payloads", "prediction_field", "unit",
+              "early_stop", "locustfile", "cohorts", "workers"}
 
 
 def _mapping(value: object, field_name: str, allowed: set[str]) -> dict[str, Any]:
@@ -639,6 +643,12 @@ def _load(value: object) -> LoadSettings:
         changes["payloads"] = tuple(payloads)
     if "cohorts" in raw:
         changes["cohorts"] = parse_cohorts(raw["cohorts"])
+    if raw.get("prediction_field") is not None:
+        try:
+            parse_pointer(raw["prediction_field"])
+        except ValueError as exc:
+            raise SpecError("load.prediction_field", str(exc)) from None
+        changes["prediction_field"] = raw["prediction_field"]
     workers = changes.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise SpecError("load.workers", f"must be an integer from 1 to 64, got {workers!r}")

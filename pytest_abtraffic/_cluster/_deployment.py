@@ -327,7 +327,7 @@ class ClusterDeployment:
         shifted = [LoadResult(records=tuple(RequestRecord(x.t + start - origin, x.version, x.status, x.latency_ms,
                                                           x.connection, x.error) for x in r.records),
                               duration_s=r.duration_s + start - origin, stopped_early=r.stopped_early,
-                              stop_reason=r.stop_reason, locust_stats=r.locust_stats)
+                              stop_reason=r.stop_reason, locust_stats=r.locust_stats, predictions=r.predictions)
                    for r, start in zip(results.values(), starts, strict=True)]
         merged = merge_results(shifted) if len(shifted) > 1 else shifted[0]
         merged = dataclasses.replace(merged, locust_stats={"master": master.locust_stats,
@@ -622,7 +622,7 @@ class _LiveObserver:
         self.dropped = len(records) - len(kept)
         reason = str(getattr(self.observer, "stop_reason", None) or "observer")
         return LoadResult(records=kept, duration_s=min(result.duration_s, stop_at), stopped_early=True,
-                          stop_reason=reason, locust_stats=result.locust_stats)
+                          stop_reason=reason, locust_stats=result.locust_stats, predictions=result.predictions)
 
     def notes(self) -> dict[str, Any]:
         return {"time_shift_s": round(self.shift_s, 4), "observer_replayed": self.replayed,

@@ -31,6 +31,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 #: Modules of the kit that run in the load pod (paths relative to the ``pytest_abtraffic`` package).
 POD_MODULES: tuple[str, ...] = (
     "_errors.py",
+    "_pointer.py",
     "_proc.py",
     "_stats/__init__.py",
     "_stats/_common.py",

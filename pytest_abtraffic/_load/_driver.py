@@ -31,7 +31,7 @@ from .._errors import LoadError
 from .._proc import tail
 from . import _protocol as proto
 from ._plan import LoadObserver, LoadPlan
-from ._results import LoadResult, LoadSnapshot, RequestRecord
+from ._results import LoadResult, LoadSnapshot, RequestRecord, sorted_predictions
 
 POLL_INTERVAL_S = 0.05
 # Locust writes its reports on SIGTERM within a fraction of a second; past this the group is killed.
@@ -148,6 +148,8 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
         env[proto.ENV_CONNECTION_CLOSE] = "1"
     if payloads is not None:
         env[proto.ENV_PAYLOADS] = str(payloads)
+    if plan.prediction_field is not None:
+        env[proto.ENV_PREDICTION_FIELD] = plan.prediction_field
     if plan.cohorts:
         env[proto.ENV_COHORTS] = json.dumps([list(c) for c in plan.cohorts])
     # The locust process imports pytest_abtraffic._load.locust_support: make sure it finds this copy.
@@ -451,6 +453,7 @@ class _Run:
             stopped_early=reason in ("verdict", "observer"),
             stop_reason=reason,
             locust_stats=stats,
+            predictions=sorted_predictions(parsed.predictions),
         )
 
 

@@ -10,7 +10,7 @@ from collections import Counter
 from .._errors import LoadError
 from .._proc import tail
 from . import _protocol as proto
-from ._results import LoadResult, RequestRecord
+from ._results import LoadResult, RequestRecord, sorted_predictions
 
 
 def _blocks(text: str) -> list[tuple[bool, list[str]]]:
@@ -76,7 +76,8 @@ def result_from_lines(content: list[str]) -> LoadResult:
     reason = str(summary.get("stop_reason", "exited"))
     stats = summary.get("locust_stats")
     return LoadResult(records=records, duration_s=duration, stopped_early=bool(summary.get("stopped_early", False)),
-                      stop_reason=reason, locust_stats=stats if isinstance(stats, dict) else None)
+                      stop_reason=reason, locust_stats=stats if isinstance(stats, dict) else None,
+                      predictions=sorted_predictions(parsed.predictions))
 
 
 def merge_results(results: list[LoadResult]) -> LoadResult:
@@ -95,6 +96,7 @@ def merge_results(results: list[LoadResult]) -> LoadResult:
         stopped_early=any(res.stopped_early for res in results),
         stop_reason=reasons.most_common(1)[0][0],
         locust_stats={"pods": [res.locust_stats for res in results]},
+        predictions=sorted_predictions(p for res in results for p in res.predictions),
     )
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from .._errors import SpecError, UsageError
+from .._pointer import parse_pointer
 from ._results import UNITS, LoadSnapshot, RequestRecord
 
 if TYPE_CHECKING:
@@ -41,6 +42,8 @@ class LoadPlan:
     ``wait_s`` is the pause after each request of each user (0: as fast as the target answers).
     ``workers`` > 1 runs Locust's distributed mode (``--processes N`` locally, ``worker_mode="pods"``:
     a master and N worker pods on a cluster); records are merged.
+    ``prediction_field`` (a JSON pointer, see ``_protocol.resolve_pointer``): when set, the built-in
+    locustfile records what each version answered to each payload (``LoadResult.predictions``).
     """
 
     users: int = 10
@@ -59,6 +62,7 @@ class LoadPlan:
     cohorts: tuple[tuple[str, float], ...] = ()
     workers: int = 1
     worker_mode: Literal["processes", "pods"] = "processes"
+    prediction_field: str | None = None
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -98,6 +102,8 @@ class LoadPlan:
                 json.dumps(list(self.payloads))
             except (TypeError, ValueError) as exc:
                 raise SpecError("load.payloads", f"must be JSON-serialisable: {exc}") from None
+        if self.prediction_field is not None:
+            check_prediction_field(self.prediction_field, "load.prediction_field")
         if self.locustfile is not None and (not isinstance(self.locustfile, str) or not self.locustfile):
             raise SpecError("load.locustfile", f"must be a path, got {self.locustfile!r}")
 
@@ -118,6 +124,7 @@ class LoadPlan:
             "locustfile": load.locustfile,
             "cohorts": tuple((c.label, c.share) for c in load.cohorts),
             "workers": load.workers,
+            "prediction_field": load.prediction_field,
         }
         return cls.from_dict({**values, **overrides})
 
@@ -141,6 +148,16 @@ class LoadPlan:
         return cls(**values)
 
 
+def check_prediction_field(value: object, field_name: str) -> str:
+    """``value`` if it is a JSON pointer, else a SpecError naming ``field_name``."""
+    try:
+        parse_pointer(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SpecError(field_name, str(exc)) from None
+    assert isinstance(value, str)
+    return value
+
+
 @runtime_checkable
 class LoadObserver(Protocol):
     """Watches a running load and may stop it (sequential testing, chaos timelines).
@@ -161,4 +178,4 @@ class LoadObserver(Protocol):
         ...
 
 
-__all__ = ["LoadObserver", "LoadPlan"]
+__all__ = ["LoadObserver", "LoadPlan", "check_prediction_field"]

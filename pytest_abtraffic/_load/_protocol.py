@@ -9,6 +9,9 @@ Records file (JSON lines, appended by the locust process, tailed by the parent):
   seconds since ``EPOCH``.
 - ``[t, version, status, latency_ms, connection, error]`` per request.
 - ``{"stop": REASON}`` when the locust process stopped itself (``"budget"``).
+- ``{"prediction": [PAYLOAD, VERSION, ANSWER]}`` the first time a version gave that answer (the
+  value at ``ABTRAFFIC_PREDICTION_FIELD``) to the request body at index PAYLOAD; ANSWER is
+  ``null`` when the response had no value there.  Only when the field is set (prediction agreement).
 
 Pod logs (in-cluster entry) carry the same lines between BEGIN/END markers, plus
 ``{"summary": {...}}`` (duration, stop reason, Locust stats) or ``{"error": MESSAGE}``.
@@ -18,8 +21,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from .._pointer import DEFAULT_PREDICTION_FIELD, PointerMiss, canonical_answer, parse_pointer, resolve_pointer
 
 ENV_RECORDS = "ABTRAFFIC_RECORDS_FILE"
 ENV_VERSION_HEADER = "ABTRAFFIC_VERSION_HEADER"
@@ -36,6 +41,9 @@ ENV_COHORTS = "ABTRAFFIC_COHORTS"
 # read it, so all record times share one origin; connection ids get a ``p<pid>/`` prefix.
 ENV_PROCESSES = "ABTRAFFIC_PROCESSES"
 ENV_EPOCH_FILE = "ABTRAFFIC_EPOCH_FILE"
+# A JSON pointer (RFC 6901, plus ``*`` over an array's elements) to each response's prediction: when
+# set, the built-in locustfile records each distinct (payload, version, answer) once.
+ENV_PREDICTION_FIELD = "ABTRAFFIC_PREDICTION_FIELD"
 
 # Warm start: the locust process imports and initialises, then waits in Locust's ``init`` event until
 # this file exists; it holds ``{"host": URL, "run_time_s": S, "max_requests": N|null}`` (written
@@ -46,6 +54,14 @@ GATE_POLL_S = 0.005
 DEFAULT_VERSION_HEADER = "x-model-version"
 DEFAULT_PATH = "/predict"
 FLUSH_INTERVAL_S = 0.2
+#: The built-in locustfile's request bodies when ``load.payloads`` is not set (iris batches).
+DEFAULT_PAYLOADS: tuple[Any, ...] = (
+    {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+    {"instances": [[6.2, 2.9, 4.3, 1.3]]},
+    {"instances": [[7.7, 3.0, 6.1, 2.3]]},
+    {"instances": [[5.0, 3.4, 1.5, 0.2], [5.9, 3.0, 5.1, 1.8]]},
+    {"instances": [[6.4, 3.2, 4.5, 1.5], [4.9, 3.1, 1.5, 0.1], [6.7, 3.3, 5.7, 2.5]]},
+)
 
 BEGIN_MARKER = "=== ABTRAFFIC RECORDS BEGIN ==="
 END_MARKER = "=== ABTRAFFIC RECORDS END ==="
@@ -94,6 +110,8 @@ class ParsedLines:
     stop: str | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
+    # Distinct (payload index, version, canonical answer or None when the field was missing).
+    predictions: set[tuple[int, str, str | None]] = field(default_factory=set)
 
 
 def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[Row]:
@@ -124,6 +142,10 @@ def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[Row]:
                 into.summary = item["summary"]
             if "error" in item and into.error is None:
                 into.error = str(item["error"])
+            note = item.get("prediction")
+            if isinstance(note, list) and len(note) == 3 and isinstance(note[0], int):
+                answer = None if note[2] is None else canonical_answer(note[2])
+                into.predictions.add((note[0], str(note[1]), answer))
 
 
 def parse_lines(lines: Iterable[str]) -> ParsedLines:
@@ -136,6 +158,8 @@ __all__ = [
     "BEGIN_MARKER",
     "BEGIN_MARKER_GZIP",
     "DEFAULT_PATH",
+    "DEFAULT_PAYLOADS",
+    "DEFAULT_PREDICTION_FIELD",
     "DEFAULT_VERSION_HEADER",
     "END_MARKER",
     "ENV_CONNECTION_CLOSE",
@@ -145,6 +169,7 @@ __all__ = [
     "ENV_PARENT_PID",
     "ENV_PATH",
     "ENV_PAYLOADS",
+    "ENV_PREDICTION_FIELD",
     "ENV_PROCESSES",
     "ENV_RECORDS",
     "ENV_VERSION_HEADER",
@@ -152,8 +177,12 @@ __all__ = [
     "FLUSH_INTERVAL_S",
     "GATE_POLL_S",
     "ParsedLines",
+    "PointerMiss",
+    "canonical_answer",
     "encode_event",
     "encode_record",
     "iter_rows",
     "parse_lines",
+    "parse_pointer",
+    "resolve_pointer",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,13 @@ RECORD_FIELDS: tuple[str, ...] = ("t", "version", "status", "latency_ms", "conne
 RESULT_FORMAT = "abtraffic-load/1"
 STOP_REASONS: tuple[str, ...] = ("budget", "duration", "verdict", "observer", "exited")
 UNITS: tuple[str, ...] = ("requests", "connections")
+#: (payload index, version, canonical JSON answer, or None when the response had no value there).
+Prediction = tuple[int, str, str | None]
+
+
+def sorted_predictions(notes: Iterable[Prediction]) -> tuple[Prediction, ...]:
+    """Distinct prediction notes in a stable order (payload, version, answer)."""
+    return tuple(sorted(set(notes), key=lambda p: (p[0], p[1], p[2] is not None, p[2] or "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,8 @@ class LoadResult:
     ``stop_reason``: ``"budget"`` (max_requests reached), ``"duration"``, ``"verdict"`` or
     ``"observer"`` (the observer asked to stop; ``stopped_early`` is then True), or ``"exited"``
     (a user locustfile stopped Locust itself).
+    ``predictions``: what each version answered to each payload, when the plan asked for it
+    (``LoadPlan.prediction_field``); each distinct (payload, version, answer) once.
     """
 
     records: tuple[RequestRecord, ...]
@@ -103,6 +112,7 @@ class LoadResult:
     stopped_early: bool
     stop_reason: str
     locust_stats: Mapping[str, Any] | None = None
+    predictions: tuple[Prediction, ...] = ()
 
     @property
     def requests(self) -> int:
@@ -169,7 +179,7 @@ class LoadResult:
         records = tuple(r for r in self.records if start_s <= r.t < end_s)
         duration = max(0.0, min(end_s, self.duration_s) - max(start_s, 0.0))
         return LoadResult(records=records, duration_s=duration, stopped_early=self.stopped_early,
-                          stop_reason=self.stop_reason, locust_stats=None)
+                          stop_reason=self.stop_reason, locust_stats=None, predictions=self.predictions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: records as compact rows plus a readable summary (ignored on load)."""
@@ -184,6 +194,7 @@ class LoadResult:
             "fields": list(RECORD_FIELDS),
             "records": [r.as_row() for r in self.records],
             "locust_stats": dict(self.locust_stats) if self.locust_stats is not None else None,
+            "predictions": [list(p) for p in self.predictions],
         }
 
     @classmethod
@@ -200,6 +211,8 @@ class LoadResult:
             stopped_early=bool(d["stopped_early"]),
             stop_reason=str(d["stop_reason"]),
             locust_stats=dict(stats) if isinstance(stats, Mapping) else None,
+            predictions=sorted_predictions((int(i), str(v), None if a is None else str(a))
+                                           for i, v, a in d.get("predictions") or ()),
         )
 
 
@@ -218,6 +231,8 @@ __all__ = [
     "STOP_REASONS",
     "LoadResult",
     "LoadSnapshot",
+    "Prediction",
     "RequestRecord",
     "TimeBucket",
+    "sorted_predictions",
 ]

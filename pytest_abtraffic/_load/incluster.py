@@ -112,6 +112,8 @@ def record_lines(result: LoadResult | None, *, error: str | None = None) -> Iter
     assert result is not None
     for r in result.records:
         yield proto.encode_record(r.t, r.version, r.status, r.latency_ms, r.connection, r.error)
+    for payload, version, answer in result.predictions:
+        yield proto.encode_event(prediction=[payload, version, None if answer is None else json.loads(answer)])
     yield proto.encode_event(summary={"duration_s": result.duration_s, "stop_reason": result.stop_reason,
                                       "stopped_early": result.stopped_early, "locust_stats": result.locust_stats})
 

@@ -48,13 +48,18 @@ from ._protocol import (
     ENV_GATE_FILE,
     ENV_MAX_REQUESTS,
     ENV_PARENT_PID,
+    ENV_PREDICTION_FIELD,
     ENV_PROCESSES,
     ENV_RECORDS,
     ENV_VERSION_HEADER,
     FLUSH_INTERVAL_S,
     GATE_POLL_S,
+    PointerMiss,
+    canonical_answer,
     encode_event,
     encode_record,
+    parse_pointer,
+    resolve_pointer,
 )
 
 CONNECTION_CONTEXT_KEY = "abtraffic_connection"
@@ -257,6 +262,49 @@ def _shared_epoch(path: str, mine: float) -> float:
 _recorder: _Recorder | None = None
 
 
+class PredictionNotes:
+    """Notes what each version answered to each payload: one ``prediction`` event per distinct
+    (payload, version, answer), written with the records (a killed run keeps what was flushed).
+
+    A response body already seen for that payload and version is skipped before any parsing, so a
+    deterministic model costs one set lookup per request once every answer is known.
+    """
+
+    MAX_SEEN = 200_000  # bounds memory for models whose bodies never repeat (e.g. timestamps)
+
+    def __init__(self, pointer: str) -> None:
+        self.tokens = parse_pointer(pointer)
+        self._bodies: set[tuple[int, str, bytes]] = set()
+        self._answers: set[tuple[int, str, str | None]] = set()
+
+    def note(self, payload: int, version: str, response: Any) -> None:
+        status = getattr(response, "status_code", 0)
+        if _recorder is None or not isinstance(status, int) or not 200 <= status < 400:
+            return
+        body = getattr(response, "content", None) or b""
+        key = (payload, version, body if isinstance(body, bytes) else str(body).encode())
+        if key in self._bodies:
+            return
+        if len(self._bodies) < self.MAX_SEEN:
+            self._bodies.add(key)
+        try:
+            answer: Any = resolve_pointer(json.loads(key[2]), self.tokens)
+            seen: str | None = canonical_answer(answer)
+        except (ValueError, PointerMiss):
+            answer = seen = None
+        if (payload, version, seen) in self._answers:
+            return
+        if len(self._answers) < self.MAX_SEEN:
+            self._answers.add((payload, version, seen))
+        _recorder._buffer.append(encode_event(prediction=[payload, version, answer]))
+
+
+def prediction_notes() -> PredictionNotes | None:
+    """The notes for ``$ABTRAFFIC_PREDICTION_FIELD`` (None when it is not set: nothing is parsed)."""
+    pointer = os.environ.get(ENV_PREDICTION_FIELD)
+    return PredictionNotes(pointer) if pointer is not None and os.environ.get(ENV_RECORDS) else None
+
+
 def budget_reached() -> bool:
     """True once ``max_requests`` requests were recorded. Locust is then being stopped; a user can
     check this before each request to add nothing more than what is already in flight."""
@@ -295,5 +343,5 @@ def record_version(header: str | None = None, *, include: Callable[[str, str], b
     return True
 
 
-__all__ = ["COHORT_CONTEXT_KEY", "CONNECTION_CONTEXT_KEY", "budget_reached", "name_by_version", "record_version",
-           "response_version"]
+__all__ = ["COHORT_CONTEXT_KEY", "CONNECTION_CONTEXT_KEY", "PredictionNotes", "budget_reached", "name_by_version",
+           "prediction_notes", "record_version", "response_version"]

@@ -12,6 +12,8 @@ Settings come from the environment (the driver sets them):
 - ``ABTRAFFIC_WAIT_S``: pause after each request (default 0: as fast as the target answers),
 - ``ABTRAFFIC_COHORTS``: ``[["x-cohort: beta", 0.2], ...]``: that share of requests, drawn at
   random per request, carries those headers, and the record says which cohort it was.
+- ``ABTRAFFIC_PREDICTION_FIELD``: a JSON pointer to each response's prediction; each distinct
+  (payload index, version, answer) is recorded once (prediction agreement, ``disagreement<=``).
 
 Each ``FastHttpUser`` keeps one keep-alive connection, so the recorded user id is the connection id;
 in ``Connection: close`` mode every request gets its own connection id (``u3.17``).
@@ -23,13 +25,13 @@ import itertools
 import json
 import os
 import random
-from typing import Any
 
 import gevent
 from locust import FastHttpUser, constant, task
 
 from pytest_abtraffic._load._protocol import (
     DEFAULT_PATH,
+    DEFAULT_PAYLOADS,
     ENV_COHORTS,
     ENV_CONNECTION_CLOSE,
     ENV_PATH,
@@ -41,15 +43,8 @@ from pytest_abtraffic._load.locust_support import (
     CONNECTION_CONTEXT_KEY,
     budget_reached,
     name_by_version,
+    prediction_notes,
     record_version,
-)
-
-DEFAULT_PAYLOADS: tuple[Any, ...] = (
-    {"instances": [[5.1, 3.5, 1.4, 0.2]]},
-    {"instances": [[6.2, 2.9, 4.3, 1.3]]},
-    {"instances": [[7.7, 3.0, 6.1, 2.3]]},
-    {"instances": [[5.0, 3.4, 1.5, 0.2], [5.9, 3.0, 5.1, 1.8]]},
-    {"instances": [[6.4, 3.2, 4.5, 1.5], [4.9, 3.1, 1.5, 0.1], [6.7, 3.3, 5.7, 2.5]]},
 )
 
 
@@ -86,6 +81,7 @@ def _cohorts() -> list[tuple[float, str, dict[str, str]]]:
 
 
 COHORTS = _cohorts()
+PREDICTIONS = prediction_notes()  # None unless prediction agreement is asked for
 
 record_version()
 _user_numbers = itertools.count(1)
@@ -102,7 +98,7 @@ class AbTrafficUser(FastHttpUser):
         self.sent = 0
         # Users start at different payloads so a small list still mixes at any instant.
         start = number % len(BODIES)
-        self.bodies = itertools.cycle(BODIES[start:] + BODIES[:start])
+        self.payloads = itertools.cycle([*range(start, len(BODIES)), *range(start)])
         self.rng = random.Random(number)  # cohort draws: reproducible per user, independent of timing
 
     @task
@@ -121,6 +117,9 @@ class AbTrafficUser(FastHttpUser):
                 if draw < upto:
                     headers, context = cohort_headers, {**context, COHORT_CONTEXT_KEY: label}
                     break
-        with self.client.post(PATH, data=next(self.bodies), headers=headers, catch_response=True,
+        payload = next(self.payloads)
+        with self.client.post(PATH, data=BODIES[payload], headers=headers, catch_response=True,
                               context=context) as resp:
-            name_by_version(resp, PATH)
+            version = name_by_version(resp, PATH)
+            if PREDICTIONS is not None:
+                PREDICTIONS.note(payload, version, resp)

@@ -585,9 +585,17 @@ def _judgment_section(section_id: str, title: str, report: SloReport | CompareRe
     header, rows = report.table_rows()
     bad = {i for i, row in enumerate(rows) if row[-1] != "pass"}
     notes = "".join(f"<p class=\"muted\">note: {esc(line)}</p>" for line in report.notes())
+    agreement = getattr(report, "agreement", None)
+    answers = ""
+    if agreement is not None:
+        a_header, a_rows = agreement.rows()
+        caption = (f"What each version answered to each payload (at {agreement.field or 'the prediction field'}); "
+                   "marked rows: the versions disagree, or one never answered")
+        answers = _table(f"{section_id}-answers", caption, a_header, a_rows,
+                         bad_rows={i for i, row in enumerate(a_rows) if row[-1] != "yes"})
     return (f'<section id="{section_id}"><h2>{esc(title)} {_yes_no(report.ok)}</h2>'
             f'<p data-testid="{section_id}-verdict">{esc(report.verdict)}</p>'
-            + _table(f"{section_id}-checks", "", header, rows, bad_rows=bad) + notes + "</section>")
+            + _table(f"{section_id}-checks", "", header, rows, bad_rows=bad) + notes + answers + "</section>")
 
 
 def render_html(result: ExperimentResult) -> str:

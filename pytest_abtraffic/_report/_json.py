@@ -61,7 +61,7 @@ _REF = {name: {"$ref": f"#/$defs/{name}"} for name in (
     "share", "count", "seconds", "nullable_seconds", "p_value", "status_counts", "named_counts", "strings", "split",
     "split_row", "srm", "sequential", "fallback", "check", "timeline_row", "fault_window", "mesh_counters", "load",
     "record", "locust_stats", "json_value", "routes", "route_rule",
-    "record", "locust_stats", "json_value", "slo", "compare",
+    "record", "locust_stats", "json_value", "slo", "compare", "agreement",
 )}
 
 _DEFS: dict[str, Any] = {
@@ -144,7 +144,7 @@ _DEFS: dict[str, Any] = {
         "checks": {"type": "array", "items": _obj({
             "candidate": {"type": "string"},
             "baseline": {"type": "string"},
-            "metric": {"type": "string", "pattern": "^(latency_p(50|90|95|99)_ratio|error_rate_delta)$"},
+            "metric": {"type": "string", "pattern": "^(latency_p(50|90|95|99)_ratio|error_rate_delta|disagreement)$"},
             "limit": {"type": "number"},
             "observed": {"type": ["number", "null"]},
             "low": {"type": ["number", "null"]},
@@ -155,8 +155,26 @@ _DEFS: dict[str, Any] = {
             "n_candidate": _REF["count"],
             "n_baseline": _REF["count"],
             "effect_size": _d({"type": ["number", "null"]}, "Mann-Whitney: P(candidate slower), ties half."),
+            "differing": _d({"type": ["integer", "null"], "minimum": 0},
+                            "disagreement: inputs answered differently, of n_candidate compared."),
         })},
+        "agreement": {"anyOf": [{"type": "null"}, _REF["agreement"]]},
     }, description="Candidate vs baseline checks (docs/judgments.md)."),
+    "agreement": _obj({
+        "baseline": {"type": "string"},
+        "field": _d({"type": "string"}, "The JSON pointer the answers were read at (load.prediction_field)."),
+        "versions": _REF["strings"],
+        "payloads": {"type": "array", "items": _obj({
+            "payload": _d(_REF["count"], "Index of the request body in load.payloads (or the built-in list)."),
+            "input": _d({"type": ["string", "null"]}, "The request body as compact JSON (cut at 500 characters)."),
+            "answers": _d({"type": "object", "additionalProperties": {"type": "array", "items": _REF["json_value"]}},
+                          "Version -> each distinct answer it gave (more than one: unstable); absent: never "
+                          "answered."),
+            "missing": _d(_REF["strings"], "Versions whose responses had no value at the pointer."),
+            "differs": _d({"type": "object", "additionalProperties": {"type": ["boolean", "null"]}},
+                          "Candidate -> answers differ from the baseline's (null: one of them did not answer)."),
+        })},
+    }, description="What each version answered to each payload (disagreement<=)."),
     "sequential": _obj({
         "n": _REF["count"],
         "verdict": {"enum": ["mismatch", "holds", "undecided"]},
@@ -268,7 +286,12 @@ _DEFS: dict[str, Any] = {
         "fields": {"const": list(RECORD_FIELD_NAMES)},
         "records": {"type": "array", "items": _REF["record"]},
         "locust_stats": _REF["locust_stats"],
-    }),
+        "predictions": _d({"type": "array", "items": {
+            "type": "array", "prefixItems": [_REF["count"], {"type": "string"}, {"type": ["string", "null"]}],
+            "minItems": 3, "items": False}},
+            "Distinct [payload index, version, answer as canonical JSON or null] (load.prediction_field)."),
+    }, required=["format", "duration_s", "stopped_early", "stop_reason", "requests", "counts", "failures", "fields",
+                 "records", "locust_stats"]),
 }
 
 RESULT_SCHEMA: dict[str, Any] = {

@@ -113,3 +113,41 @@ def test_marker_slo_fails_the_test_with_the_slo_error(pytester: pytest.Pytester)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--abtraffic-seed", "11", timeout=180)
     result.assert_outcomes(failed=1, passed=1)
     result.stdout.fnmatch_lines(["*SloViolationError: slo violated: v1 p99_ms <= 0.01 ms: violated*"])
+
+
+def _iris_spec(tmp_path: Path, rows: slice) -> Path:
+    """A spec whose load sends each iris row (fixtures/ai_model/data) as its own payload."""
+    import yaml
+
+    iris = json.loads((Path(__file__).resolve().parents[2] / "fixtures/ai_model/data/iris.json").read_text())
+    spec = tmp_path / "iris.yaml"
+    spec.write_text(yaml.safe_dump({"load": {"payloads": [{"instances": [row]} for row in iris["data"][rows]]}}))
+    return spec
+
+
+def test_reference_models_disagree_on_six_iris_rows_and_disagreement_0_fails_naming_them(tmp_path: Path) -> None:
+    # v1 (logreg) and v2 (mlp) answer differently on iris rows 70, 77, 106, 119, 133 and 134 (every
+    # payload reaches both versions: the budget asks for about 20 requests per payload and version).
+    _iris_spec(tmp_path, slice(None))
+    proc = _verify("iris.yaml", "--compare", "baseline=v1,disagreement<=0", "--tolerance", "0.05",
+                   "--report-dir", "out", cwd=tmp_path)
+    assert proc.returncode == 1, _out(proc)
+    assert ("comparison violated: v2 vs v1 disagreement <= 0: violated; v2 and v1 answer differently on 6 of 150 "
+            "inputs (4.0%), 99.9% interval [0.65%, 12.2%]") in proc.stdout
+    assert 'payload 70 {"instances":[[5.9,3.2,4.8,1.8]]}: v1 answered ["virginica"], v2 answered ["versicolor"]' \
+        in proc.stdout
+    assert "and 1 more payloads on which v2 and v1 disagree" in proc.stdout and "compare [FAIL]" in proc.stdout
+    (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
+    agreement = doc["compare"]["agreement"]
+    assert agreement["field"] == "/predictions/*/label" and len(agreement["payloads"]) == 150
+    assert [p["payload"] for p in agreement["payloads"] if p["differs"]["v2"]] == [70, 77, 106, 119, 133, 134]
+    (html,) = (tmp_path / "out").glob("*.html")
+    assert 'data-testid="compare-answers"' in html.read_text()
+
+
+def test_a_generous_disagreement_limit_on_enough_iris_rows_passes(tmp_path: Path) -> None:
+    _iris_spec(tmp_path, slice(100, 150))  # 4 of these 50 rows are answered differently
+    proc = _verify("iris.yaml", "--compare", "baseline=v1,disagreement<=0.5", "--tolerance", "0.05", cwd=tmp_path)
+    assert proc.returncode == 0, _out(proc)
+    assert "comparison holds: baseline=v1,disagreement<=0.5 for every candidate" in proc.stdout
+    assert "disagreement <= 0.5  4 of 50 inputs differ" in proc.stdout

@@ -24,6 +24,7 @@ SPECS = {
     "bad-api.yaml": "split: {api: traffic-split}\n",
     "bad-duration.yaml": "load: {duration: forever}\n",
     "bad-scenario.yaml": "scenarios: [7]\n",
+    "bad-pointer.yaml": "load: {prediction_field: predictions/label}\n",
 }
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -59,6 +60,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("requests not a number", ["verify", "--requests", "lots"], "--requests: expected a whole number"),
     ("expect unknown variant", ["verify", "--expect", "v1=50,v9=50"], "--expect: unknown variant(s) ['v9']"),
     ("expect malformed", ["verify", "--expect", "v1"], "--expect: expected NAME=WEIGHT"),
+    ("prediction field not a pointer", ["verify", "--prediction-field", "predictions"],
+     "--prediction-field: a JSON pointer starts with '/'"),
+    ("prediction field bad escape", ["verify", "--prediction-field", "/a~2b"], "'~' must be followed by 0 or 1"),
+    ("prediction field in the spec", ["verify", "bad-pointer.yaml"], "load.prediction_field: a JSON pointer starts"),
+    ("disagreement out of range", ["verify", "--compare", "baseline=v1,disagreement<=1.5"],
+     "disagreement must be a fraction in [0, 1)"),
     ("unknown fallback scenario", ["verify", "--fallback", "meteor"], "meteor"),
     ("fallback unknown variant", ["verify", "--fallback", "kill:v7"], "v7"),
     ("existing without context", ["verify", "--backend", "existing"], "needs --context"),

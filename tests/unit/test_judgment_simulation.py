@@ -10,6 +10,9 @@ decision is made by the module under test, and the allowed counts are exact bino
 * Power: at a stated effect, "fail" must come at least as often as the stated power.  For the
   latency quantile the exact rate is known in closed form (an order statistic exceeds the limit
   when fewer than l observations fall below it), so the simulation is also checked against it.
+* Disagreement: the inputs are a sample; each disagrees with the true share, independently.  The
+  whole path is simulated (prediction notes -> per-payload answers -> verdict), and its rate is
+  also checked against the exact binomial tail from the first failing count.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pytest_abtraffic._compare import judge_error_delta, judge_latency_ratio
+from pytest_abtraffic._compare import (
+    check_compare,
+    judge_disagreement,
+    judge_error_delta,
+    judge_latency_ratio,
+    parse_compare,
+)
 from pytest_abtraffic._slo import judge_error_rate, judge_latency, quantile_ranks
 
 TAIL = 1e-4
@@ -199,3 +208,62 @@ def test_compare_error_delta_power_at_a_stated_effect() -> None:
                 for c, b in zip(x_c, x_b, strict=True))
     print(f"compare error delta<=0.005, 1% vs 3%, n={n}: power {fails}/{RUNS} = {fails / RUNS:.4f}")
     assert fails >= fewest(RUNS, 0.99)
+
+
+# ---------------------------------------------------------------------------------------------
+# candidate vs baseline: prediction disagreement (Clopper-Pearson over inputs)
+
+
+def _disagreement_runs(rng: np.random.Generator, n: int, share: float, limit: float, confidence: float) -> int:
+    """Runs (of RUNS) judged "fail": n payloads, each answered differently by v2 with probability ``share``."""
+    spec = parse_compare(f"baseline=v1,disagreement<={limit}")
+    assert spec is not None
+    differs = rng.random((RUNS, n)) < share
+    fails = 0
+    for row in differs:
+        notes = [(i, "v1", '"a"') for i in range(n)] + [(i, "v2", '"b"' if d else '"a"') for i, d in enumerate(row)]
+        report = check_compare((), spec, confidence=confidence, candidates=["v2"], predictions=notes,
+                               payloads=[None] * n)
+        fails += report.checks[0].status == "fail"
+    return fails
+
+
+def _exact_fail_rate(n: int, share: float, limit: float, confidence: float) -> float:
+    first = next((x for x in range(n + 1) if judge_disagreement(x, n, limit, confidence).status == "fail"), n + 1)
+    return float(stats.binom.sf(first - 1, n, share))
+
+
+@pytest.mark.parametrize(("confidence", "limit", "n"), [(0.95, 0.05, 200), (0.999, 0.1, 150), (0.95, 0.2, 60)])
+def test_compare_disagreement_false_failure_rate_at_the_limit(confidence: float, limit: float, n: int) -> None:
+    """The true share of inputs answered differently is exactly the limit."""
+    fails = _disagreement_runs(np.random.default_rng(61), n, limit, limit, confidence)
+    exact = _exact_fail_rate(n, limit, limit, confidence)
+    print(f"compare disagreement<={limit} conf={confidence} n={n} inputs: false failures {fails}/{RUNS} = "
+          f"{fails / RUNS:.4f} (exact {exact:.5f}, nominal <= {(1 - confidence) / 2:.4f})")
+    assert exact <= (1 - confidence) / 2
+    assert fewest(RUNS, exact) <= fails <= most(RUNS, exact)
+
+
+def test_compare_disagreement_power_at_a_stated_effect() -> None:
+    """Limit 5%, true share 15% (3x), 200 inputs, 99.9% confidence: caught >= 95% (exact power 0.9585).
+
+    (At 150 inputs the exact power is 0.82: the number of distinct inputs, not of requests, decides.)
+    """
+    n, limit, share, confidence = 200, 0.05, 0.15, 0.999
+    fails = _disagreement_runs(np.random.default_rng(62), n, share, limit, confidence)
+    exact = _exact_fail_rate(n, share, limit, confidence)
+    print(f"compare disagreement<={limit}, true {share}, n={n}: power {fails}/{RUNS} = {fails / RUNS:.4f} "
+          f"(exact {exact:.4f})")
+    assert exact >= 0.95
+    assert fewest(RUNS, exact) <= fails <= most(RUNS, exact)
+    assert fails >= fewest(RUNS, 0.95)
+
+
+def test_compare_disagreement_identical_answers_pass_on_enough_inputs() -> None:
+    """True share 1%, limit 5%, 400 inputs, 95%: passes >= 95% of the time; never fails."""
+    spec = parse_compare("baseline=v1,disagreement<=0.05")
+    assert spec is not None
+    counts = np.random.default_rng(63).binomial(400, 0.01, size=RUNS)
+    statuses = [judge_disagreement(int(x), 400, 0.05, 0.95).status for x in counts]
+    print(f"compare disagreement<=0.05, true 0.01, n=400: passes {statuses.count('pass')}/{RUNS}")
+    assert statuses.count("fail") == 0 and statuses.count("pass") >= fewest(RUNS, 0.95)

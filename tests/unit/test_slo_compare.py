@@ -71,7 +71,8 @@ def test_parse_compare_forms_and_errors() -> None:
     for bad, match in [("latency_p95_ratio<=1.1", "baseline"), ("baseline=v1", "at least one"),
                        ("baseline=v1,latency_p97_ratio<=1.1", "unknown key"),
                        ("baseline=v1,latency_p95_ratio<=0", "positive"),
-                       ("baseline=v1,disagreement<=0.05", "predictions")]:
+                       ("baseline=v1,disagreement<=1", "fraction"),
+                       ("baseline=v1,disagreement<=-0.1", "fraction")]:
         with pytest.raises(SpecError, match=match):
             parse_compare(bad)
 
