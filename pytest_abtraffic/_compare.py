@@ -25,15 +25,15 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from ._agreement import Agreement, Prediction, disagreement_interval, min_inputs, payload_answers
 from ._errors import ComparisonError, SpecError
-from ._slo import QUANTILE_METRICS, quantile_estimate, quantile_interval
+from ._slo import QUANTILE_METRICS, SloStatus, limit_status, quantile_estimate, quantile_interval
 from ._stats._common import _conf_label, _pct
 from ._stats._distributions import _wilson, _z
 
-CompareStatus = Literal["pass", "fail", "inconclusive", "nodata"]
+CompareStatus = SloStatus  # the same four outcomes
 _RATIO_KEY = re.compile(r"^latency_(p50|p90|p95|p99)_ratio$")
 
 
@@ -190,14 +190,6 @@ def newcombe_interval(x_c: int, n_c: int, x_b: int, n_b: int, confidence: float)
     return d - math.sqrt((p_c - l_c) ** 2 + (u_b - p_b) ** 2), d + math.sqrt((u_c - p_c) ** 2 + (p_b - l_b) ** 2)
 
 
-def _status(low: float, high: float, limit: float) -> CompareStatus:
-    if high <= limit:
-        return "pass"
-    if low > limit:
-        return "fail"
-    return "inconclusive"
-
-
 # --------------------------------------------------------------------------------------------
 # checks
 
@@ -287,7 +279,7 @@ def judge_latency_ratio(candidate_ms: Iterable[float], baseline_ms: Iterable[flo
     observed = qc / qb if qb > 0 else math.inf
     effect = mann_whitney_effect(c, b) if effect_size else None
     return CompareCheck(candidate, baseline, metric, limit, observed, lo, None if math.isinf(hi) else hi,
-                        _status(lo, hi, limit), qc, qb, len(c), len(b), effect)
+                        limit_status(lo, hi, limit), qc, qb, len(c), len(b), effect)
 
 
 def judge_error_delta(x_c: int, n_c: int, x_b: int, n_b: int, limit: float, confidence: float,
@@ -297,7 +289,7 @@ def judge_error_delta(x_c: int, n_c: int, x_b: int, n_b: int, limit: float, conf
     if not n_c or not n_b:
         return CompareCheck(candidate, baseline, metric, limit, None, None, None, "nodata", None, None, n_c, n_b)
     lo, hi = newcombe_interval(x_c, n_c, x_b, n_b, confidence)
-    return CompareCheck(candidate, baseline, metric, limit, x_c / n_c - x_b / n_b, lo, hi, _status(lo, hi, limit),
+    return CompareCheck(candidate, baseline, metric, limit, x_c / n_c - x_b / n_b, lo, hi, limit_status(lo, hi, limit),
                         x_c / n_c, x_b / n_b, n_c, n_b)
 
 
@@ -309,7 +301,7 @@ def judge_disagreement(differing: int, compared: int, limit: float, confidence: 
         return CompareCheck(candidate, baseline, metric, limit, None, None, None, "nodata", None, None, 0, 0,
                             differing=0)
     lo, hi = disagreement_interval(differing, compared, confidence)
-    return CompareCheck(candidate, baseline, metric, limit, differing / compared, lo, hi, _status(lo, hi, limit),
+    return CompareCheck(candidate, baseline, metric, limit, differing / compared, lo, hi, limit_status(lo, hi, limit),
                         None, None, compared, compared, differing=differing)
 
 

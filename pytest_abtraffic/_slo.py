@@ -211,7 +211,9 @@ def clopper_pearson(x: int, n: int, confidence: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _status(low: float, high: float, limit: float) -> SloStatus:
+def limit_status(low: float, high: float, limit: float) -> SloStatus:
+    """An upper limit judged on an interval: pass when it all lies at or under the limit, fail when
+    it all lies over it, else inconclusive (SLOs and comparisons alike)."""
     if high <= limit:
         return "pass"
     if low > limit:
@@ -291,7 +293,7 @@ def judge_latency(latencies_ms: Iterable[float], metric: str, limit: float, conf
     if n == 0:
         return SloCheck(scope, metric, limit, 0, None, None, None, "nodata", _needed_for_quantile(q, confidence))
     lo, hi = quantile_interval(values, q, confidence)
-    status = _status(lo, hi, limit)
+    status = limit_status(lo, hi, limit)
     needed = None
     if status == "inconclusive":
         needed = max(_needed_for_quantile(q, confidence), 2 * n) if math.isinf(hi) else 2 * n
@@ -305,7 +307,7 @@ def judge_error_rate(failures: int, n: int, limit: float, confidence: float, sco
         need = math.ceil(-math.log((1.0 - confidence) / 2.0) / limit)
         return SloCheck(scope, "error_rate", limit, 0, None, None, None, "nodata", need)
     lo, hi = clopper_pearson(failures, n, confidence)
-    status = _status(lo, hi, limit)
+    status = limit_status(lo, hi, limit)
     needed = None
     if status == "inconclusive":
         # with no failures at all the upper bound is about -ln(beta)/n
@@ -422,6 +424,7 @@ __all__ = [
     "clopper_pearson",
     "judge_error_rate",
     "judge_latency",
+    "limit_status",
     "parse_slo",
     "quantile_interval",
     "quantile_ranks",
