@@ -125,7 +125,7 @@ class _SplitObserver:
     def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
                  variants: Sequence[str], progress: ProgressCallback | None,
                  judged: Callable[[Sequence[RequestRecord]], Sequence[RequestRecord]] | None = None,
-                 min_total: int = 0) -> None:
+                 min_total: int = 0, budget: int | None = None, sizing: bool = False) -> None:
         from ._stats import SequentialSplitTest
 
         self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
@@ -142,11 +142,50 @@ class _SplitObserver:
         # The counts the sequential test decided on; records that arrive while load stops are not judged.
         self.decided_counts: dict[str, int] | None = None
         self._running = _RunningCounts(unit, self._variants)
+        # Slow models: the up-front warning once the rate is known (after sizing has settled).
+        self._budget = budget
+        self._sizing_done = not sizing
+        self._rate_from: tuple[float, int] | None = None
+        self.slow_warning: str | None = None
 
     def on_start(self) -> None:
         self._last_print = time.monotonic()
 
+    def on_sizing(self, step: Any) -> None:
+        """A user sizing step (``_load._sizing.SizingStep``): printed; the rate is measured after the last."""
+        if step.settled:
+            self._sizing_done = True
+            self._rate_from = None
+        if self._progress is not None:
+            self._progress(step.describe())
+
+    def _check_rate(self, snapshot: LoadSnapshot) -> None:
+        from ._load._sizing import RATE_WINDOW_S, WARMUP_S, budget_time_warning
+
+        if self._budget is None or self.slow_warning is not None or not self._sizing_done:
+            return
+        if self._rate_from is None:
+            if snapshot.elapsed_s >= WARMUP_S:
+                self._rate_from = (snapshot.elapsed_s, snapshot.requests)
+            return
+        t0, n0 = self._rate_from
+        if snapshot.elapsed_s - t0 < RATE_WINDOW_S:
+            return
+        rate = (snapshot.requests - n0) / (snapshot.elapsed_s - t0)
+        warning = budget_time_warning(rate, self._budget)
+        if warning is not None:
+            self.slow_warning = warning
+            if self._progress is not None:
+                self._progress(f"WARNING: {warning}")
+            else:
+                import warnings
+
+                warnings.warn(warning, UserWarning, stacklevel=2)
+        else:
+            self.slow_warning = ""  # checked: fast enough
+
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        self._check_rate(snapshot)
         if self._judged is not None:  # header routes: the judged subset is re-derived from all records
             counts = _successful_counts(self._judged(records), self._unit, self._variants)
         else:
@@ -212,9 +251,11 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence)
     if compare is not None and compare.baseline not in shares:
         raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
+    load_plan = plan or LoadPlan.from_spec(spec)
+    if load_plan.prediction_share is not None:  # SLOs and comparisons are judged on the prediction sample
+        min_total = math.ceil(min_total / load_plan.prediction_share)
     if settings.requests is None:
         budget = max(budget, min_total)
-    load_plan = plan or LoadPlan.from_spec(spec)
     judged = None
     if spec.routes:
         from ._route_check import default_rule_share, split_by_rule
@@ -230,7 +271,8 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
-    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged, min_total)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged, min_total,
+                              budget=budget, sizing=load_plan.target_rps is not None)
     return SplitRun(shares, budget, settings, load_plan, observer, tuple(slo_limits), compare, positive)
 
 
@@ -261,6 +303,7 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    notes.extend(_slow_model_notes(run, load))
     if routes is not None:
         notes.append(f"header routes: {len(load.records) - routes.default_requests:,} requests matched a rule; "
                      f"the split is judged on the {routes.default_requests:,} that matched none")
@@ -271,17 +314,42 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
         if diagnosis is not None and diagnosis.fired:
             notes.append(diagnosis.message)
     extra: dict[str, Any] = {}
+    # Latency and error judgments are about predictions: with a cheap ratio path, the sample's.
+    predictions = _prediction_records(load.records, run.plan)
     if run.slo:
         from ._slo import check_slo
 
-        extra["slo"] = check_slo(load.records, run.slo, confidence=settings.confidence, versions=list(run.positive))
+        extra["slo"] = check_slo(predictions, run.slo, confidence=settings.confidence, versions=list(run.positive))
     if run.compare is not None:
         from ._compare import check_compare
 
-        extra["compare"] = check_compare(load.records, run.compare, confidence=settings.confidence,
+        extra["compare"] = check_compare(predictions, run.compare, confidence=settings.confidence,
                                          candidates=[n for n in run.positive if n != run.compare.baseline])
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
                    notes=tuple(notes), routes=routes, **extra)
+
+
+def _prediction_records(records: Sequence[RequestRecord], plan: LoadPlan) -> Sequence[RequestRecord]:
+    """The records of predictions: all of them, or the prediction sample's (``prediction_share``)."""
+    if plan.prediction_share is None:
+        return records
+    return [r for r in records if r.path == plan.prediction_path]
+
+
+def _slow_model_notes(run: SplitRun, load: LoadResult) -> list[str]:
+    notes = []
+    if run.observer.slow_warning:
+        notes.append(run.observer.slow_warning)
+    if load.sizing:
+        last = load.sizing[-1]
+        notes.append(f"user sizing toward {run.plan.target_rps:,.0f} rps: {len(load.sizing)} steps, "
+                     f"{last['users']} users at the end ({last['reason']})")
+    if run.plan.prediction_share is not None:
+        sample = len(_prediction_records(load.records, run.plan))
+        notes.append(f"prediction sample: {sample:,} of {len(load.records):,} requests went to "
+                     f"{run.plan.prediction_path} (share {run.plan.prediction_share:g}), the others to "
+                     f"{run.plan.path}; the ratio counts both (same route rule), SLOs and comparisons the sample")
+    return notes
 
 
 def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | None, shares: Mapping[str, float],

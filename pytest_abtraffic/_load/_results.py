@@ -37,6 +37,7 @@ class RequestRecord:
     connection: str
     error: str = ""
     cohort: str = ""  # header lines the request carried ("" = none), see load.cohorts
+    path: str = ""  # the request path, recorded only when the run samples predictions (prediction_share)
 
     @property
     def ok(self) -> bool:
@@ -44,6 +45,8 @@ class RequestRecord:
 
     def as_row(self) -> list[Any]:
         row = [self.t, self.version, self.status, self.latency_ms, self.connection, self.error]
+        if self.path:
+            return [*row, self.cohort, self.path]
         return [*row, self.cohort] if self.cohort else row
 
 
@@ -103,6 +106,8 @@ class LoadResult:
     stopped_early: bool
     stop_reason: str
     locust_stats: Mapping[str, Any] | None = None
+    #: User sizing's steps (``SizingStep.to_json()``), when the plan had a ``target_rps``.
+    sizing: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def requests(self) -> int:
@@ -184,6 +189,7 @@ class LoadResult:
             "fields": list(RECORD_FIELDS),
             "records": [r.as_row() for r in self.records],
             "locust_stats": dict(self.locust_stats) if self.locust_stats is not None else None,
+            **({"sizing": [dict(s) for s in self.sizing]} if self.sizing else {}),
         }
 
     @classmethod
@@ -200,6 +206,7 @@ class LoadResult:
             stopped_early=bool(d["stopped_early"]),
             stop_reason=str(d["stop_reason"]),
             locust_stats=dict(stats) if isinstance(stats, Mapping) else None,
+            sizing=tuple(dict(s) for s in d.get("sizing") or () if isinstance(s, Mapping)),
         )
 
 
@@ -207,10 +214,11 @@ def _record_from(item: Any) -> RequestRecord:
     if isinstance(item, Mapping):
         return RequestRecord(t=float(item["t"]), version=str(item["version"]), status=int(item["status"]),
                              latency_ms=float(item["latency_ms"]), connection=str(item["connection"]),
-                             error=str(item.get("error", "")), cohort=str(item.get("cohort", "")))
+                             error=str(item.get("error", "")), cohort=str(item.get("cohort", "")),
+                             path=str(item.get("path", "")))
     t, version, status, latency, conn, *rest = item
     return RequestRecord(float(t), str(version), int(status), float(latency), str(conn), str(rest[0]) if rest else "",
-                         str(rest[1]) if len(rest) > 1 else "")
+                         str(rest[1]) if len(rest) > 1 else "", str(rest[2]) if len(rest) > 2 else "")
 
 
 __all__ = [

@@ -1,0 +1,174 @@
+"""Slow models: the user sizing rule, the up-front budget warning, and the new load options' checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_abtraffic import SpecError
+from pytest_abtraffic._load import LoadPlan, RequestRecord
+from pytest_abtraffic._load import _protocol as proto
+from pytest_abtraffic._load._sizing import Sizer, Window, budget_time_warning, is_flat, next_users
+from pytest_abtraffic._spec import spec_from_mapping
+
+TWO = [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}]
+
+
+def window(users: int, p50_ms: float, requests: int = 200, errors: int = 0) -> Window:
+    return Window(users=users, requests=requests, errors=errors, p50_ms=p50_ms, seconds=1.0)
+
+
+# -- the sizing rule -----------------------------------------------------------------------------
+
+def test_ramps_by_littles_law_at_most_doubling() -> None:
+    # 10 users at 50 ms: ~200 rps; 1000 rps needs 50 users; one step at most doubles.
+    users, reason, settled = next_users(window(10, 50.0), None, 10, target_rps=1000, max_users=100)
+    assert (users, settled) == (20, False)
+    assert "needs ~50 users" in reason
+    users, _, settled = next_users(window(40, 50.0), window(10, 50.0), 40, target_rps=1000, max_users=100)
+    assert (users, settled) == (50, False)
+
+
+def test_target_reached_settles() -> None:
+    users, reason, settled = next_users(window(50, 50.0, requests=980), window(10, 50.0), 50, target_rps=1000,
+                                        max_users=100)
+    assert (users, settled) == (50, True)
+    assert "reached" in reason
+
+
+def test_cap_settles() -> None:
+    users, reason, settled = next_users(window(100, 50.0), window(10, 50.0), 100, target_rps=10_000,
+                                        max_users=100)
+    assert (users, settled) == (100, True)
+    assert "max_users=100" in reason
+    assert next_users(window(80, 50.0), window(10, 50.0), 80, target_rps=10_000, max_users=100)[0] == 100
+
+
+def test_rising_latency_steps_back_to_the_last_flat_count() -> None:
+    base = window(10, 50.0)
+    assert is_flat(window(40, 74.0), base)
+    assert not is_flat(window(40, 76.0), base)
+    users, reason, settled = next_users(window(40, 90.0), base, 20, target_rps=1000, max_users=100)
+    assert (users, settled) == (20, True)
+    assert "not flat" in reason
+
+
+def test_rising_errors_step_back() -> None:
+    base = window(10, 50.0, errors=0)
+    users, _, settled = next_users(window(40, 50.0, requests=200, errors=10), base, 20, target_rps=1000,
+                                   max_users=100)
+    assert (users, settled) == (20, True)
+
+
+def test_too_few_requests_judges_nothing() -> None:
+    assert next_users(window(10, 50.0, requests=2), None, 10, target_rps=1000, max_users=100) == (
+        10, "only 2 requests in the window, looking again", False)
+
+
+def test_wait_time_counts_in_littles_law() -> None:
+    # 1000 rps at 50 ms + 50 ms of wait needs 100 users.
+    assert "~100 users" in next_users(window(10, 50.0), None, 10, target_rps=1000, max_users=500, wait_s=0.05)[1]
+
+
+def records(t0: float, n: int, latency_ms: float, status: int = 200) -> list[RequestRecord]:
+    return [RequestRecord(t0 + i / n * 0.99, "v1", status, latency_ms, f"u{i % 10}") for i in range(n)]
+
+
+def test_sizer_windows_by_start_time_and_keeps_the_steps() -> None:
+    sizer = Sizer(10, target_rps=1000, max_users=100)
+    sizer.add([RequestRecord(0.01 * i, "v1", 200, 5.0, "u1") for i in range(30)])  # start-up: not judged
+    sizer.add(records(0.3, 200, 50.0))
+    assert not sizer.due(1.5)
+    assert sizer.due(2.0)
+    step = sizer.decide(2.0)
+    assert (step.users_before, step.users, step.settled) == (10, 20, False)
+    assert step.rate_rps == 200 and step.p50_ms == 50.0
+    # At 20 users the latency doubles: back to 10, settled; nothing more is judged.
+    sizer.add(records(2.3, 200, 100.0))
+    step = sizer.decide(4.0)
+    assert (step.users_before, step.users, step.settled) == (20, 10, True)
+    assert not sizer.due(100.0)
+    assert [s.to_json()["users"] for s in sizer.steps] == [20, 10]
+    assert "20 -> 10 users (settled)" in step.describe()
+
+
+# -- the up-front warning ------------------------------------------------------------------------
+
+def test_budget_warning_text() -> None:
+    assert budget_time_warning(200.0, 32_000) is None  # 160 s
+    text = budget_time_warning(100.0, 32_000)
+    assert text is not None
+    assert "100 requests/s" in text and "32,000 requests" in text and "~5.3 min (320 s)" in text
+    for advice in ("load.users", "load.target_rps", "load.path", "load.prediction_share", "--tolerance"):
+        assert advice in text
+    assert budget_time_warning(1000.0, 32_000) is None
+    assert "forever" in (budget_time_warning(0.0, 10) or "")
+
+
+# -- plan and spec checks (refused before anything starts) ----------------------------------------
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"target_rps": 0}, "load.target_rps"),
+    ({"target_rps": float("nan")}, "load.target_rps"),
+    ({"target_rps": 100, "users": 20, "max_users": 10}, "load.max_users"),
+    ({"max_users": 0}, "load.max_users"),
+    ({"target_rps": 100, "locustfile": "mine.py"}, "load.target_rps"),
+    ({"target_rps": 100, "workers": 2, "worker_mode": "pods"}, "load.target_rps"),
+    ({"prediction_share": 1.0, "path": "/healthz"}, "load.prediction_share"),
+    ({"prediction_share": 0.1}, "load.prediction_share"),  # path == prediction_path
+    ({"prediction_share": 0.1, "path": "/healthz", "prediction_path": "predict"}, "load.prediction_path"),
+])
+def test_plan_refuses(changes: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        LoadPlan(**changes)  # type: ignore[arg-type]
+
+
+def test_plan_from_spec_carries_the_options() -> None:
+    spec = spec_from_mapping({"variants": TWO, "load": {"target_rps": 500, "max_users": 80, "path": "/healthz",
+                                                        "prediction_share": 0.1}})
+    plan = LoadPlan.from_spec(spec)
+    assert (plan.target_rps, plan.max_users, plan.path, plan.prediction_path, plan.prediction_share) == (
+        500, 80, "/healthz", "/predict", 0.1)
+    assert LoadPlan.from_dict(plan.to_dict()) == plan
+
+
+@pytest.mark.parametrize(("load", "field"), [
+    ({"target_rps": -1}, "load.target_rps"),
+    ({"target_rps": 100, "users": 20, "max_users": 10}, "load.max_users"),
+    ({"prediction_share": 0.1}, "load.prediction_share"),
+    ({"prediction_share": 1, "path": "/healthz"}, "load.prediction_share"),
+])
+def test_spec_refuses(load: dict[str, object], field: str) -> None:
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        spec_from_mapping({"variants": TWO, "load": load})
+
+
+def test_cheap_path_must_share_the_route_rule() -> None:
+    routes = [{"name": "probes", "backend": "v1", "matches": [{"path": "/healthz"}]}]
+    with pytest.raises(SpecError, match=r"same route rule.*GET /healthz -> rule 'probes'"):
+        spec_from_mapping({"variants": TWO, "routes": routes,
+                           "load": {"path": "/healthz", "prediction_share": 0.1}})
+    # /info is served by the weighted default rule, as /predict is: fine.
+    spec = spec_from_mapping({"variants": TWO, "routes": routes, "load": {"path": "/info", "prediction_share": 0.1}})
+    assert spec.load.path == "/info"
+    # A cohort routed by header: its cheap and prediction requests both go to that rule, fine too.
+    cohort_routes = [{"name": "beta", "backend": "v2", "matches": [{"headers": {"x-cohort": "beta"}}]}]
+    spec_from_mapping({"variants": TWO, "routes": cohort_routes,
+                       "load": {"path": "/info", "prediction_share": 0.1, "cohorts": {"x-cohort: beta": 0.2}}})
+    # ... unless a method rule sends the cheap GET elsewhere.
+    get_routes = [{"name": "gets", "backend": "v1", "matches": [{"method": "GET"}]}]
+    with pytest.raises(SpecError, match="same route rule"):
+        spec_from_mapping({"variants": TWO, "routes": get_routes,
+                           "load": {"path": "/info", "prediction_share": 0.1}})
+
+
+# -- the records say which path a sampled request took --------------------------------------------
+
+def test_records_carry_the_path_only_when_sampling() -> None:
+    plain = proto.encode_record(0.5, "v1", 200, 50.0, "u1", "")
+    sampled = proto.encode_record(0.5, "v1", 200, 50.0, "u1", "", "", "/predict")
+    with_cohort = proto.encode_record(0.5, "v1", 200, 50.0, "u1", "", "x-cohort: beta", "/healthz")
+    rows = proto.parse_lines([plain, sampled, with_cohort]).rows
+    assert [RequestRecord(*row).path for row in rows] == ["", "/predict", "/healthz"]
+    assert RequestRecord(*rows[2]).cohort == "x-cohort: beta"
+    assert len(rows[0]) == 6
+    assert RequestRecord(*rows[1]).as_row()[-1] == "/predict"
