@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--requests", type=_positive_int("--requests"),
                         help="request budget (default: planned by the statistics engine)")
     verify.add_argument("--users", type=_positive_int("--users"), help="concurrent Locust users")
+    verify.add_argument("--target-rps", type=_positive_int("--target-rps"),
+                        help="user sizing for slow models: start at --users and ramp toward this rate while "
+                        "latency and errors stay flat (spec load.target_rps; docs/slow-models.md)")
     verify.add_argument("--tolerance", type=_fraction("--tolerance", 0, 1), default=0.02)
     verify.add_argument("--confidence", type=_fraction("--confidence", 0.5, 1), default=0.999)
     verify.add_argument("--no-early-stop", action="store_true",
@@ -162,6 +165,10 @@ def _spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
         import dataclasses
 
         spec = spec.replace(load=dataclasses.replace(spec.load, workers=args.workers))
+    if getattr(args, "target_rps", None):
+        import dataclasses
+
+        spec = spec.replace(load=dataclasses.replace(spec.load, target_rps=float(args.target_rps)))
     return spec
 
 

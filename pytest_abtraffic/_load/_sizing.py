@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from ._results import RequestRecord
 
 #: One judged window of records (by request start time).
-WINDOW_S = 1.0
+WINDOW_S = 0.5
 #: After a change, the new users need a moment to start (the locustfile looks every 0.1 s).
-SETTLE_S = 0.3
+SETTLE_S = 0.2
 #: Latency (p50) this many times the first window's is no longer flat.
 FLAT_LATENCY_FACTOR = 1.5
 #: Error share this far above the first window's is no longer flat.
@@ -165,7 +165,8 @@ class Sizer:
             if is_flat(window, self._baseline):
                 self._last_flat = max(self._last_flat, window.users)
             # Requests that started in the window must have answered before it is judged.
-            self._lag_s = min(2.0, 0.3 + 2.0 * window.p50_ms / 1000.0)
+            # (The records file is flushed every 0.2 s.)
+            self._lag_s = min(2.0, 0.25 + 2.0 * window.p50_ms / 1000.0)
         step = SizingStep(elapsed_s, self.users, users, window.rate, window.p50_ms if n else 0.0,
                           window.error_share, reason, settled)
         self.steps.append(step)

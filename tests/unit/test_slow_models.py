@@ -7,7 +7,7 @@ import pytest
 from pytest_abtraffic import SpecError
 from pytest_abtraffic._load import LoadPlan, RequestRecord
 from pytest_abtraffic._load import _protocol as proto
-from pytest_abtraffic._load._sizing import Sizer, Window, budget_time_warning, is_flat, next_users
+from pytest_abtraffic._load._sizing import SETTLE_S, WINDOW_S, Sizer, Window, budget_time_warning, is_flat, next_users
 from pytest_abtraffic._spec import spec_from_mapping
 
 TWO = [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}]
@@ -70,20 +70,21 @@ def test_wait_time_counts_in_littles_law() -> None:
 
 
 def records(t0: float, n: int, latency_ms: float, status: int = 200) -> list[RequestRecord]:
-    return [RequestRecord(t0 + i / n * 0.99, "v1", status, latency_ms, f"u{i % 10}") for i in range(n)]
+    """``n`` requests started within one sizing window from ``t0``."""
+    return [RequestRecord(t0 + i / n * WINDOW_S * 0.99, "v1", status, latency_ms, f"u{i % 10}") for i in range(n)]
 
 
 def test_sizer_windows_by_start_time_and_keeps_the_steps() -> None:
     sizer = Sizer(10, target_rps=1000, max_users=100)
-    sizer.add([RequestRecord(0.01 * i, "v1", 200, 5.0, "u1") for i in range(30)])  # start-up: not judged
-    sizer.add(records(0.3, 200, 50.0))
-    assert not sizer.due(1.5)
-    assert sizer.due(2.0)
+    sizer.add([RequestRecord(SETTLE_S * i / 40, "v1", 200, 5.0, "u1") for i in range(30)])  # start-up: not judged
+    sizer.add(records(SETTLE_S, 100, 50.0))
+    assert not sizer.due(SETTLE_S + WINDOW_S)  # its slowest requests may still be on their way
+    assert sizer.due(SETTLE_S + WINDOW_S + 0.5)
     step = sizer.decide(2.0)
     assert (step.users_before, step.users, step.settled) == (10, 20, False)
-    assert step.rate_rps == 200 and step.p50_ms == 50.0
+    assert step.rate_rps == 100 / WINDOW_S and step.p50_ms == 50.0
     # At 20 users the latency doubles: back to 10, settled; nothing more is judged.
-    sizer.add(records(2.3, 200, 100.0))
+    sizer.add(records(2.0 + SETTLE_S, 100, 100.0))
     step = sizer.decide(4.0)
     assert (step.users_before, step.users, step.settled) == (20, 10, True)
     assert not sizer.due(100.0)
