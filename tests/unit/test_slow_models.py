@@ -173,3 +173,21 @@ def test_records_carry_the_path_only_when_sampling() -> None:
     assert RequestRecord(*rows[2]).cohort == "x-cohort: beta"
     assert len(rows[0]) == 6
     assert RequestRecord(*rows[1]).as_row()[-1] == "/predict"
+
+
+# -- the documented examples are specs the kit accepts --------------------------------------------
+
+def test_documented_specs_parse() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "slow-models.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2
+    sized, cheap = (spec_from_mapping(yaml.safe_load(block)) for block in blocks)
+    assert (sized.load.target_rps, sized.load.max_users, sized.load.users) == (2000, 200, 10)
+    assert all(v.extra_latency_ms == 50 for v in sized.variants)
+    assert (cheap.load.path, cheap.load.prediction_share, cheap.load.prediction_path) == ("/healthz", 0.05, "/predict")
+    assert LoadPlan.from_spec(sized).target_rps == 2000 and LoadPlan.from_spec(cheap).prediction_share == 0.05
