@@ -306,6 +306,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if settings.compare is not None and settings.compare.baseline not in spec.variant_names:
         raise SpecError("--compare", f"unknown baseline {settings.compare.baseline!r}; "
                         f"known: {', '.join(spec.variant_names)}")
+    from ._load import LoadPlan
+
+    # The load plan as the run will build it (e.g. --users above load.max_users): refused before any side effect.
+    LoadPlan.from_spec(spec, **({"users": settings.users} if settings.users is not None else {}))
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,
                           keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos,
                           seed=args.seed, load_image=args.load_image, model_image=args.model_image)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._chaos import FallbackExpectation, Scenario, ScenarioObserver, ScenarioRunner
     from ._compare import CompareSpec
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._load._sizing import SizingStep
     from ._phases import AdaptivePhases
     from ._slo import SloLimit
     from ._stats import RunningTally, SequentialState, Unit
@@ -151,7 +152,7 @@ class _SplitObserver:
     def on_start(self) -> None:
         self._last_print = time.monotonic()
 
-    def on_sizing(self, step: Any) -> None:
+    def on_sizing(self, step: SizingStep) -> None:
         """A user sizing step (``_load._sizing.SizingStep``): printed; the rate is measured after the last."""
         if step.settled:
             self._sizing_done = True
@@ -160,10 +161,12 @@ class _SplitObserver:
             self._progress(step.describe())
 
     def _check_rate(self, snapshot: LoadSnapshot) -> None:
-        from ._load._sizing import RATE_WINDOW_S, WARMUP_S, budget_time_warning
+        from ._load._sizing import RATE_WINDOW_S, SIZING_WARN_AFTER_S, WARMUP_S, budget_time_warning
 
-        if self._budget is None or self.slow_warning is not None or not self._sizing_done:
+        if self._budget is None or self.slow_warning is not None:
             return
+        if not self._sizing_done and snapshot.elapsed_s < SIZING_WARN_AFTER_S:
+            return  # the rate is still growing (or the observer in front forwards no sizing steps)
         if self._rate_from is None:
             if snapshot.elapsed_s >= WARMUP_S:
                 self._rate_from = (snapshot.elapsed_s, snapshot.requests)

@@ -184,6 +184,8 @@ SLOW_BUDGET_S = 180.0
 #: The rate is measured over this long, after the warm-up (or once sizing has settled).
 RATE_WINDOW_S = 1.0
 WARMUP_S = 1.0
+#: With sizing on, the rate is measured once it has settled, or after this long at the latest.
+SIZING_WARN_AFTER_S = 20.0
 
 
 def budget_time_warning(rate_rps: float, budget: int, *, limit_s: float = SLOW_BUDGET_S) -> str | None:

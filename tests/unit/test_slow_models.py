@@ -5,9 +5,19 @@ from __future__ import annotations
 import pytest
 
 from pytest_abtraffic import SpecError
-from pytest_abtraffic._load import LoadPlan, RequestRecord
+from pytest_abtraffic._load import LoadPlan, LoadSnapshot, RequestRecord
 from pytest_abtraffic._load import _protocol as proto
-from pytest_abtraffic._load._sizing import SETTLE_S, WINDOW_S, Sizer, Window, budget_time_warning, is_flat, next_users
+from pytest_abtraffic._load._sizing import (
+    SETTLE_S,
+    WINDOW_S,
+    Sizer,
+    SizingStep,
+    Window,
+    budget_time_warning,
+    is_flat,
+    next_users,
+)
+from pytest_abtraffic._runner import VerifySettings, _SplitObserver
 from pytest_abtraffic._spec import spec_from_mapping
 
 TWO = [{"name": "v1", "weight": 50}, {"name": "v2", "weight": 50}]
@@ -191,3 +201,49 @@ def test_documented_specs_parse() -> None:
     assert all(v.extra_latency_ms == 50 for v in sized.variants)
     assert (cheap.load.path, cheap.load.prediction_share, cheap.load.prediction_path) == ("/healthz", 0.05, "/predict")
     assert LoadPlan.from_spec(sized).target_rps == 2000 and LoadPlan.from_spec(cheap).prediction_share == 0.05
+
+
+# -- the split observer: when the warning is measured ---------------------------------------------
+
+def _observer(sizing: bool, lines: list[str]) -> _SplitObserver:
+    return _SplitObserver({"v1": 0.5, "v2": 0.5}, VerifySettings(), "requests", ["v1", "v2"], lines.append,
+                          budget=30_000, sizing=sizing)
+
+
+def _tick(observer: _SplitObserver, elapsed: float, requests: int) -> None:
+    observer.on_progress(LoadSnapshot(elapsed_s=elapsed, requests=requests, counts={}, failures=0, rps=0.0), ())
+
+
+def test_warning_after_warm_up_at_the_rate_then() -> None:
+    lines: list[str] = []
+    obs = _observer(False, lines)
+    _tick(obs, 0.5, 10)
+    _tick(obs, 1.0, 100)  # warm-up over: the rate is measured from here
+    _tick(obs, 1.5, 150)
+    assert obs.slow_warning is None
+    _tick(obs, 2.0, 200)  # 100 rps: 30,000 requests take 300 s
+    warnings = [line for line in lines if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "100 requests/s" in warnings[0] and "30,000 requests" in warnings[0]
+    _tick(obs, 3.0, 300)
+    assert len([line for line in lines if line.startswith("WARNING")]) == 1  # once
+
+
+def test_warning_waits_for_sizing_to_settle() -> None:
+    lines: list[str] = []
+    obs = _observer(True, lines)
+    for t in (1.0, 2.0, 3.0):
+        _tick(obs, t, int(100 * t))  # 100 rps while ramping: no verdict on the rate yet
+    assert obs.slow_warning is None
+    obs.on_sizing(SizingStep(3.2, 10, 20, 1000.0, 20.0, 0.0, "target 1,000 rps reached", True))
+    _tick(obs, 3.5, 400)
+    _tick(obs, 4.5, 1400)  # 1,000 rps after sizing: 30 s for the budget, no warning
+    assert obs.slow_warning == ""
+    assert any(line.startswith("user sizing at") for line in lines)
+
+
+def test_warning_after_a_while_even_without_sizing_steps() -> None:
+    lines: list[str] = []
+    obs = _observer(True, lines)  # e.g. an observer in front that forwards no steps
+    for t in (1.0, 19.0, 20.0, 21.0):
+        _tick(obs, t, int(100 * t))
+    assert obs.slow_warning and "100 requests/s" in obs.slow_warning
