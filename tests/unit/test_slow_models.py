@@ -247,3 +247,12 @@ def test_warning_after_a_while_even_without_sizing_steps() -> None:
     for t in (1.0, 19.0, 20.0, 21.0):
         _tick(obs, t, int(100 * t))
     assert obs.slow_warning and "100 requests/s" in obs.slow_warning
+
+
+def test_marker_override_sets_the_target_rate() -> None:
+    from pytest_abtraffic._spec import default_spec
+    from pytest_abtraffic.plugin import apply_overrides
+
+    assert apply_overrides(default_spec(), {"target_rps": 1500}).load.target_rps == 1500
+    with pytest.raises(SpecError, match=r"load\.target_rps"):
+        apply_overrides(default_spec(), {"target_rps": 0})
