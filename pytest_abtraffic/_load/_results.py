@@ -45,8 +45,7 @@ class RequestRecord:
 
     def as_row(self) -> list[Any]:
         row = [self.t, self.version, self.status, self.latency_ms, self.connection, self.error]
-        if self.path:
-            return [*row, self.cohort, self.path]
+        # The path is not a column of the result document (abtraffic-load/1, _report/_json.py's schema).
         return [*row, self.cohort] if self.cohort else row
 
 
@@ -106,7 +105,8 @@ class LoadResult:
     stopped_early: bool
     stop_reason: str
     locust_stats: Mapping[str, Any] | None = None
-    #: User sizing's steps (``SizingStep.to_json()``), when the plan had a ``target_rps``.
+    #: User sizing's steps (``SizingStep.to_json()``), when the plan had a ``target_rps``. Not in
+    #: ``to_dict`` (the result document's schema has no place for them yet): the notes sum them up.
     sizing: tuple[Mapping[str, Any], ...] = ()
 
     @property
@@ -189,7 +189,6 @@ class LoadResult:
             "fields": list(RECORD_FIELDS),
             "records": [r.as_row() for r in self.records],
             "locust_stats": dict(self.locust_stats) if self.locust_stats is not None else None,
-            **({"sizing": [dict(s) for s in self.sizing]} if self.sizing else {}),
         }
 
     @classmethod
@@ -206,7 +205,6 @@ class LoadResult:
             stopped_early=bool(d["stopped_early"]),
             stop_reason=str(d["stop_reason"]),
             locust_stats=dict(stats) if isinstance(stats, Mapping) else None,
-            sizing=tuple(dict(s) for s in d.get("sizing") or () if isinstance(s, Mapping)),
         )
 
 

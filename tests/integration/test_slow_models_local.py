@@ -80,3 +80,17 @@ def test_warns_up_front_when_the_budget_would_take_minutes(slow: Deployment) -> 
     assert len(warnings) == 1, lines
     assert "load.target_rps" in warnings[0] and "requests/s" in warnings[0]
     assert any(note.startswith("slow load") for note in result.notes)
+
+
+def test_sized_and_sampled_split_verdict_and_its_report(slow: Deployment) -> None:
+    from pytest_abtraffic._report._json import result_document, validate_result_json
+
+    plan = LoadPlan.from_spec(slow.spec, path="/healthz", prediction_share=0.2, target_rps=2000, max_users=40)
+    lines: list[str] = []
+    result = verify_split(slow, settings=VerifySettings(tolerance=0.05), plan=plan,
+                          progress=lines.append)
+    assert result.ok, result.notes
+    assert any(line.startswith("user sizing at") for line in lines)
+    assert any(note.startswith("prediction sample:") for note in result.notes)
+    assert any(note.startswith("user sizing toward 2,000 rps") for note in result.notes)
+    assert validate_result_json(result_document(result)) == []

@@ -182,7 +182,8 @@ def test_records_carry_the_path_only_when_sampling() -> None:
     assert [RequestRecord(*row).path for row in rows] == ["", "/predict", "/healthz"]
     assert RequestRecord(*rows[2]).cohort == "x-cohort: beta"
     assert len(rows[0]) == 6
-    assert RequestRecord(*rows[1]).as_row()[-1] == "/predict"
+    # The result document's rows keep their schema (abtraffic-load/1): no path column there.
+    assert RequestRecord(*rows[1]).as_row() == [0.5, "v1", 200, 50.0, "u1", ""]
 
 
 # -- the documented examples are specs the kit accepts --------------------------------------------
@@ -256,3 +257,13 @@ def test_marker_override_sets_the_target_rate() -> None:
     assert apply_overrides(default_spec(), {"target_rps": 1500}).load.target_rps == 1500
     with pytest.raises(SpecError, match=r"load\.target_rps"):
         apply_overrides(default_spec(), {"target_rps": 0})
+
+
+def test_latency_judgments_see_only_the_prediction_sample() -> None:
+    from pytest_abtraffic._runner import _prediction_records
+
+    recs = [RequestRecord(0.1, "v1", 200, 1.0, "u1", "", "", "/healthz"),
+            RequestRecord(0.2, "v1", 200, 55.0, "u1", "", "", "/predict")]
+    sampled = LoadPlan(path="/healthz", prediction_share=0.1)
+    assert [r.latency_ms for r in _prediction_records(recs, sampled)] == [55.0]
+    assert len(_prediction_records(recs, LoadPlan())) == 2  # no sample: every request is a prediction
