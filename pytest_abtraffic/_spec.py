@@ -447,11 +447,19 @@ def validate(spec: ExperimentSpec) -> None:
 def _validate_slow_load(spec: ExperimentSpec) -> None:
     """User sizing and the cheap ratio path (the load plan checks the rest when it is built)."""
     ld = spec.load
+    _check_int(ld.max_users, "load.max_users", low=1, high=10_000)
     if ld.target_rps is not None:
         _check_float(ld.target_rps, "load.target_rps", low=0.0, low_open=True)
-        _check_int(ld.max_users, "load.max_users", low=ld.users, high=10_000)
+        if ld.max_users < ld.users:
+            raise SpecError("load.max_users", f"must be at least load.users ({ld.users}), got {ld.max_users}")
+        if ld.locustfile is not None:
+            raise SpecError("load.target_rps", "user sizing drives the built-in locustfile; with your own "
+                            "locustfile set load.users (or a LoadTestShape) yourself")
     if ld.prediction_share is None:
         return
+    if ld.locustfile is not None:
+        raise SpecError("load.prediction_share", "the prediction sample is the built-in locustfile's; your own "
+                        "locustfile chooses its own paths")
     _check_float(ld.prediction_share, "load.prediction_share", low=0.0, low_open=True)
     if not ld.prediction_share < 1.0:
         raise SpecError("load.prediction_share", f"must be below 1, got {ld.prediction_share!r}")

@@ -147,6 +147,9 @@ def test_plan_from_spec_carries_the_options() -> None:
     ({"target_rps": 100, "users": 20, "max_users": 10}, "load.max_users"),
     ({"prediction_share": 0.1}, "load.prediction_share"),
     ({"prediction_share": 1, "path": "/healthz"}, "load.prediction_share"),
+    ({"max_users": 0}, "load.max_users"),
+    ({"target_rps": 100, "locustfile": "mine.py"}, "load.target_rps"),
+    ({"prediction_share": 0.1, "path": "/healthz", "locustfile": "mine.py"}, "load.prediction_share"),
 ])
 def test_spec_refuses(load: dict[str, object], field: str) -> None:
     with pytest.raises(SpecError, match=field.replace(".", r"\.")):
