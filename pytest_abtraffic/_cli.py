@@ -7,16 +7,22 @@ missing prerequisite, 3 the run could not be completed (backend or load generato
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import AbTrafficAssertionError, AbTrafficError, PrerequisiteError, SpecError, UsageError
 from ._from_manifests import ManifestLintError
 from ._spec import BACKENDS, ROUTE_API_VERSIONS, SPLIT_APIS, ExperimentSpec, load_spec, parse_weight_option
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+    from ._runner import VerifySettings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
@@ -321,6 +327,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     backend = make_backend(cfg, spec)
     results: list[ExperimentResult] = []
     try:
+        _prestart_load(backend, spec, settings)
         deployment = backend.deploy(spec)
         _say(f"deployed {spec.model} ({', '.join(f'{v.name}={v.weight}' for v in spec.variants)}, "
              f"{spec.split_api}) on {backend.name}; target {deployment.target_url()}")
@@ -340,11 +347,51 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for scenario in rest:
             _say(f"fault scenario {scenario.name}: {', '.join(f'{s.action} {s.variant}' for s in scenario.steps)}")
             results.append(run_scenario(deployment, scenario, settings=settings, progress=progress))
-    finally:
+    except BaseException:
         backend.close()
-    if progress is not None:
-        sys.stderr.write("\n")
-    return EXIT_OK if print_results(results, args.report_dir) else EXIT_FAILED
+        raise
+    # Reports are written while the backend tears down (which mostly waits for processes to exit).
+    closing = _Closing(backend)
+    try:
+        if progress is not None:
+            sys.stderr.write("\n")
+        ok = print_results(results, args.report_dir)
+    finally:
+        closing.join()
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+class _Closing:
+    """``backend.close()`` in a thread; ``join()`` waits for it and raises what it raised."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="abtraffic-teardown")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._backend.close()
+        except BaseException as exc:  # re-raised in the caller's thread by join()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+def _prestart_load(backend: Backend, spec: ExperimentSpec, settings: VerifySettings) -> None:
+    """On the local backend, start Locust while the model servers start (each takes about as long);
+    the first load run, which launches the same way, takes it over. Elsewhere load runs in pods."""
+    from ._local import LocalBackend
+
+    if isinstance(backend, LocalBackend):
+        from ._load import LoadPlan
+
+        plan = LoadPlan.from_spec(spec)
+        backend.prestart_load(plan if settings.users is None else dataclasses.replace(plan, users=settings.users))
 
 
 def _say(text: str) -> None:

@@ -82,13 +82,21 @@ class ExperimentResult:
         return {k: v / total for k, v in counts.items()} if total else {}
 
     @property
+    def failed_parts(self) -> tuple[str, ...]:
+        """The judgments that failed, in report order: split, fallback, routes, slo, compare."""
+        parts = (("split", self.split), ("fallback", self.fallback), ("routes", self.routes), ("slo", self.slo),
+                 ("compare", self.compare))
+        return tuple(name for name, part in parts if part is not None and not part.ok)
+
+    @property
     def ok(self) -> bool:
-        split_ok = self.split is None or self.split.ok
-        fallback_ok = self.fallback is None or self.fallback.ok
-        routes_ok = self.routes is None or self.routes.ok
-        slo_ok = self.slo is None or self.slo.ok
-        compare_ok = self.compare is None or self.compare.ok
-        return split_ok and fallback_ok and routes_ok and slo_ok and compare_ok
+        return not self.failed_parts
+
+    @property
+    def status(self) -> str:
+        """``PASS``, or ``FAIL: slo`` naming what failed (an experiment named "split" can fail on its SLO
+        alone while its split holds)."""
+        return "PASS" if self.ok else f"FAIL: {', '.join(self.failed_parts)}"
 
     def to_dict(self) -> dict[str, Any]:
         """Stable JSON form; the schema lives in ``pytest_abtraffic/_report`` (``RESULT_SCHEMA``)."""

@@ -170,20 +170,24 @@ def worker_command(locustfile: Path, master: str) -> list[str]:
             "--master-port", port, "--loglevel", "WARNING"]
 
 
-def build_command(target_url: str, plan: LoadPlan, locustfile: Path, workdir: Path) -> list[str]:
-    """The locust command line (exposed for error messages and the in-cluster entry)."""
+def _run_time_s(plan: LoadPlan) -> int:
     # The driver ends the run at duration_s itself (from Locust's test_start, to the poll interval).
     # -t is only a backstop for an orphaned locust: it takes whole seconds, and its timer can fire
     # ~0.5 s early (gevent's cached loop time is stale after the start-up imports).
-    run_time = math.ceil(plan.duration_s) + RUN_TIME_MARGIN_S
+    return math.ceil(plan.duration_s) + RUN_TIME_MARGIN_S
+
+
+def build_command(target_url: str | None, plan: LoadPlan, locustfile: Path, workdir: Path) -> list[str]:
+    """The locust command line (exposed for error messages and the in-cluster entry). Without a
+    target (a warm start), the host and the run time come through the gate file instead."""
+    target = ["-H", target_url, "-t", f"{_run_time_s(plan)}s"] if target_url is not None else []
     return [
         sys.executable, "-m", "locust",
         "-f", str(locustfile),
         "--headless",
         "-u", str(plan.users),
         "-r", f"{plan.spawn_rate:g}",
-        "-H", target_url,
-        "-t", f"{run_time}s",
+        *target,
         "--json-file", str(workdir / STATS_BASENAME),
         "--exit-code-on-error", "0",
         "--only-summary",
@@ -255,8 +259,51 @@ def _stop_process(proc: subprocess.Popen[bytes], *, term: bool, grace_s: float) 
     _kill_group(proc.pid)
 
 
+def _launch_key(plan: LoadPlan) -> LoadPlan:
+    """The plan without what a warm process learns at the gate (limits) or never needs (the poll)."""
+    return dataclasses.replace(plan, duration_s=1.0, max_requests=None, progress_interval_s=1.0)
+
+
+class WarmLocust:
+    """A locust process started before its target is ready, held in Locust's ``init`` event.
+
+    Importing and initialising Locust takes about as long as deploying the local backend; started
+    first, it overlaps the deploy. ``run_locust(..., warm=...)`` opens the gate when the plan it
+    runs launches the same way (``_launch_key``), else closes this one and starts afresh. Whoever
+    holds it calls ``close()`` (idempotent) if it is never used; the process also quits at the gate
+    when its parent is gone.
+    """
+
+    def __init__(self, plan: LoadPlan) -> None:
+        self.plan = plan
+        self.key = _launch_key(plan)
+        self.workdir = Path(tempfile.mkdtemp(prefix="abtraffic-load-"))
+        self.gate = self.workdir / "gate.json"
+        self.used = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        try:
+            run = _Run(None, self.key, None, self.workdir, None)
+            run.env[proto.ENV_GATE_FILE] = str(self.gate)
+            run.launch()
+        except BaseException:
+            self.close()
+            raise
+        self.run = run
+        self.proc = run.proc
+
+    def accepts(self, plan: LoadPlan, worker_of: str | None) -> bool:
+        return (not self.used and worker_of is None and plan.workers == 1 and _launch_key(plan) == self.key
+                and self.proc is not None and self.proc.poll() is None)
+
+    def close(self) -> None:
+        if self.proc is not None and not self.used:
+            _stop_process(self.proc, term=True, grace_s=STOP_GRACE_S)
+        if not self.used:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 class _Run:
-    def __init__(self, target_url: str, plan: LoadPlan, observer: LoadObserver | None, workdir: Path,
+    def __init__(self, target_url: str | None, plan: LoadPlan, observer: LoadObserver | None, workdir: Path,
                  timeout_s: float | None, worker_of: str | None = None) -> None:
         pods = plan.workers > 1 and plan.worker_mode == "pods"
         #: The master of worker pods records nothing itself (requests fire on the workers).
@@ -279,7 +326,8 @@ class _Run:
         self.locustfile = _resolve_locustfile(plan)
         self.argv = (worker_command(self.locustfile, worker_of) if worker_of is not None
                      else build_command(target_url, plan, self.locustfile, workdir))
-        _check_target(target_url, self.argv)
+        if target_url is not None:
+            _check_target(target_url, self.argv)
         self.env = _child_env(plan if not self.master else dataclasses.replace(plan, max_requests=None),
                               self.records_path, payloads_path)
         #: User sizing (plan.target_rps): the driver decides, the locustfile follows the users file.
@@ -288,10 +336,11 @@ class _Run:
         self.users_path = self.records_path.with_name("users")
         self.timeout_s = timeout_s if timeout_s is not None else plan.duration_s + self.startup_timeout_s + 30.0
         self.proc: subprocess.Popen[bytes] | None = None
+        self.gate_note = ""
 
     def describe_command(self) -> str:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()) if k.startswith("ABTRAFFIC_"))
-        return f"{env} {shlex.join(self.argv)}"
+        return f"{env} {shlex.join(self.argv)}{self.gate_note}"
 
     def error(self, what: str) -> LoadError:
         stderr = _read_tail(self.stderr_path) or _read_tail(self.stdout_path)
@@ -304,19 +353,35 @@ class _Run:
             return ""
         return " (does the locustfile call pytest_abtraffic._load.locust_support.record_version()?)"
 
-    def execute(self) -> LoadResult:
+    def launch(self) -> None:
         # Start from an empty records file, also when a workdir is reused.
         self.records_path.write_bytes(b"")
         self.records_path.with_name("epoch").unlink(missing_ok=True)  # distributed mode's shared origin
-        if self.sizer is not None:
+        if self.sizer is not None:  # (a warm start's process reads the file its launch wrote)
             self._write_users(self.plan.users)
-        records_tail = _RecordsTail(self.records_path)
-        counters = _Counters()
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 start_new_session=True,
             )
+
+    def open_gate(self, warm: WarmLocust, target_url: str) -> None:
+        """Run this plan on ``warm``'s waiting process: same command, this target and these limits."""
+        self.argv, self.env, self.proc = warm.run.argv, warm.run.env, warm.proc
+        self.gate_note = f" (warm start: the gate gave -H {target_url} -t {_run_time_s(self.plan)}s)"
+        _check_target(target_url, self.argv)
+        tmp = warm.gate.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"host": target_url, "run_time_s": _run_time_s(self.plan),
+                                   "max_requests": self.plan.max_requests}), encoding="utf-8")
+        tmp.replace(warm.gate)  # atomic: the process never reads half a gate file
+        warm.used = True
+
+    def execute(self) -> LoadResult:
+        if self.proc is None:
+            self.launch()
+        assert self.proc is not None
+        records_tail = _RecordsTail(self.records_path)
+        counters = _Counters()
         proc = self.proc
         launched = time.monotonic()
         started = False
@@ -430,6 +495,7 @@ def run_locust(
     workdir: Path | None = None,
     timeout_s: float | None = None,
     worker_of: str | None = None,
+    warm: WarmLocust | None = None,
 ) -> LoadResult:
     """Drive ``plan`` at ``target_url`` with Locust in a subprocess; return every recorded request.
 
@@ -439,13 +505,26 @@ def run_locust(
     (default: the plan's duration plus start-up allowance). No process is left running on return,
     error or KeyboardInterrupt. ``worker_of="host:port"`` runs a Locust worker of that master instead
     (``plan.worker_mode="pods"``): it records its own requests and stops at its share of the budget.
+    ``warm``: a :class:`WarmLocust` to run on when it launched the same way; used or not, it is
+    closed by the time this returns.
     """
+    if warm is not None and not (workdir is None and warm.accepts(plan, worker_of)):
+        warm.close()
+        warm = None
     own_dir = workdir is None
-    wd = Path(tempfile.mkdtemp(prefix="abtraffic-load-")) if workdir is None else Path(workdir).resolve()
-    wd.mkdir(parents=True, exist_ok=True)
+    if warm is not None:
+        wd = warm.workdir
+    else:
+        wd = Path(tempfile.mkdtemp(prefix="abtraffic-load-")) if workdir is None else Path(workdir).resolve()
+        wd.mkdir(parents=True, exist_ok=True)
     try:
-        return _Run(target_url, plan, observer, wd, timeout_s, worker_of).execute()
+        run = _Run(target_url, plan, observer, wd, timeout_s, worker_of)
+        if warm is not None:
+            run.open_gate(warm, target_url)
+        return run.execute()
     finally:
+        if warm is not None and not warm.used:
+            warm.close()
         if own_dir:
             shutil.rmtree(wd, ignore_errors=True)
 

@@ -46,6 +46,12 @@ USERS_POLL_S = 0.1
 ENV_PREDICTION_PATH = "ABTRAFFIC_PREDICTION_PATH"
 ENV_PREDICTION_SHARE = "ABTRAFFIC_PREDICTION_SHARE"
 
+# Warm start: the locust process imports and initialises, then waits in Locust's ``init`` event until
+# this file exists; it holds ``{"host": URL, "run_time_s": S, "max_requests": N|null}`` (written
+# atomically by the driver once the target is ready), so the start-up overlaps the deploy.
+ENV_GATE_FILE = "ABTRAFFIC_GATE_FILE"
+GATE_POLL_S = 0.005
+
 DEFAULT_VERSION_HEADER = "x-model-version"
 DEFAULT_PATH = "/predict"
 FLUSH_INTERVAL_S = 0.2
@@ -147,6 +153,7 @@ __all__ = [
     "END_MARKER",
     "ENV_CONNECTION_CLOSE",
     "ENV_EPOCH_FILE",
+    "ENV_GATE_FILE",
     "ENV_MAX_REQUESTS",
     "ENV_PARENT_PID",
     "ENV_PATH",
@@ -159,6 +166,7 @@ __all__ = [
     "ENV_VERSION_HEADER",
     "ENV_WAIT_S",
     "FLUSH_INTERVAL_S",
+    "GATE_POLL_S",
     "USERS_POLL_S",
     "ParsedLines",
     "encode_event",

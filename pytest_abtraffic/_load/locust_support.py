@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import time
 import weakref
@@ -44,12 +45,14 @@ from locust import events
 from ._protocol import (
     DEFAULT_VERSION_HEADER,
     ENV_EPOCH_FILE,
+    ENV_GATE_FILE,
     ENV_MAX_REQUESTS,
     ENV_PARENT_PID,
     ENV_PROCESSES,
     ENV_RECORDS,
     ENV_VERSION_HEADER,
     FLUSH_INTERVAL_S,
+    GATE_POLL_S,
     encode_event,
     encode_record,
 )
@@ -113,6 +116,26 @@ class _Recorder:
     # -- Locust event listeners ---------------------------------------------------------
     def on_init(self, environment: Any, **_: Any) -> None:
         self._environment = environment
+        gate = os.environ.get(ENV_GATE_FILE)
+        if gate:
+            self._wait_at_gate(gate, environment)
+
+    def _wait_at_gate(self, gate: str, environment: Any) -> None:
+        """Warm start: hold Locust here (before it starts any user) until the driver opens the gate
+        with the target and the run's limits; quit if the driver goes away first."""
+        while not os.path.exists(gate):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                os._exit(0)  # nothing started yet: no records, no reports to write
+            gevent.sleep(GATE_POLL_S)
+        with open(gate, encoding="utf-8") as fh:
+            opened = json.load(fh)
+        environment.host = str(opened["host"])
+        options = getattr(environment, "parsed_options", None)
+        if options is not None:
+            options.host = environment.host
+            options.run_time = int(opened["run_time_s"])
+        limit = opened.get("max_requests")
+        self.max_requests = int(limit) if limit is not None else None
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         self._environment = environment

@@ -47,6 +47,7 @@ class ProxyProcess:
         self.start_timeout_s = start_timeout_s
         self.requested_port = port
         self.process: ManagedProcess | None = None
+        self._launched_at = 0.0
         self.port = 0
         self.control_port = 0
 
@@ -63,8 +64,15 @@ class ProxyProcess:
         return self.workdir / "proxy.log"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
+        """Start the proxy process; ``wait_started`` then waits for its ports (other processes may
+        start in between: the proxy's start-up then overlaps theirs)."""
         config_path = self.workdir / "proxy-config.json"
         port_file = self.workdir / "proxy-ports.json"
+        port_file.unlink(missing_ok=True)
         config_path.write_text(json.dumps(self.config.to_json(), indent=1), encoding="utf-8")
         argv = [sys.executable, "-m", "pytest_abtraffic._local._proxy", "--config", str(config_path),
                 "--port-file", str(port_file), "--port", str(self.requested_port),
@@ -77,7 +85,13 @@ class ProxyProcess:
             self.process = ManagedProcess(argv, env, self.log_path, "proxy")
         except OSError as exc:
             raise BackendError(f"cannot start the local proxy: {exc}") from None
-        deadline = time.monotonic() + self.start_timeout_s
+        self._launched_at = time.monotonic()
+
+    def wait_started(self) -> None:
+        if self.process is None:
+            raise BackendError("the local proxy was not launched")
+        port_file = self.workdir / "proxy-ports.json"
+        deadline = self._launched_at + self.start_timeout_s
         while True:
             if port_file.exists():
                 ports = json.loads(port_file.read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from ._supervisor import (
 
 if TYPE_CHECKING:
     from .._load import LoadObserver, LoadPlan, LoadResult
+    from .._load._driver import WarmLocust
     from .._spec import ExperimentSpec
 
 
@@ -90,14 +91,20 @@ class LocalDeployment:
         self._lock = threading.RLock()
         self._torn_down = False
         self._started_at = time.time()
+        #: A locust process started before this deployment was ready (``LocalBackend.prestart_load``),
+        #: for the first load run that launches the same way.
+        self.warm_load: WarmLocust | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        self.proxy.start()
-        self.supervisor.start()
+        # The proxy and the model servers start side by side; probing (which publishes ready
+        # endpoints to the proxy) begins once the proxy is up.
+        self.proxy.launch()
         for v in self._spec.variants:
             for _ in range(v.replicas):
                 self.supervisor.start_replica(v.name)
+        self.proxy.wait_started()
+        self.supervisor.start()
         self.supervisor.wait_ready({v.name: v.replicas for v in self._spec.variants}, self.ready_timeout_s)
 
     def teardown(self) -> None:
@@ -106,6 +113,9 @@ class LocalDeployment:
                 return
             self._torn_down = True
         errors: list[str] = []
+        warm, self.warm_load = self.warm_load, None
+        if warm is not None:
+            warm.close()
         try:
             self.proxy.stop(grace_s=1.0)
         except Exception as exc:
@@ -141,7 +151,8 @@ class LocalDeployment:
         if self._seed is not None:
             # Each load run replays the same random stream, whatever ran on this deployment before.
             self.proxy.reseed(self._seed)
-        return run_locust(self.target_url(), plan, observer)
+        warm, self.warm_load = self.warm_load, None
+        return run_locust(self.target_url(), plan, observer, warm=warm)
 
     def kill(self, variant: str, count: int | None = None) -> int:
         self._check_live()
@@ -267,6 +278,7 @@ class LocalBackend:
         self._deployments: list[LocalDeployment] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._warm: WarmLocust | None = None
         REGISTRY.install_hooks()
         with contextlib.suppress(OSError):
             reap_orphans()
@@ -281,6 +293,7 @@ class LocalBackend:
                               ignore_route_matches=self.ignore_route_matches)
         with self._lock:
             self._deployments.append(dep)
+            dep.warm_load, self._warm = self._warm, None
         try:
             dep.start()
         except BaseException:
@@ -291,6 +304,19 @@ class LocalBackend:
                 self._deployments.remove(dep)
             raise
         return dep
+
+    def prestart_load(self, plan: LoadPlan) -> None:
+        """Start Locust for ``plan`` now, before the next ``deploy``, so its start-up overlaps the
+        deploy; that deployment's first load run with the same launch settings uses it."""
+        if self._closed:
+            raise BackendError("this LocalBackend was closed")
+        from .._load._driver import WarmLocust  # lazy: keeps the driver out of the backend's import
+
+        warm = WarmLocust(plan)
+        with self._lock:
+            old, self._warm = self._warm, warm
+        if old is not None:
+            old.close()
 
     @property
     def deployments(self) -> list[LocalDeployment]:
@@ -303,6 +329,10 @@ class LocalBackend:
 
     def close(self) -> None:
         self._closed = True
+        with self._lock:
+            warm, self._warm = self._warm, None
+        if warm is not None:
+            warm.close()
         try:
             teardown_all(self.deployments)
         finally:

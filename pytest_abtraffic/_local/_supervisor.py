@@ -655,7 +655,13 @@ class Supervisor:
         return done
 
     def shutdown(self, grace_s: float) -> None:
-        """Stop probing and stop every replica (SIGTERM in parallel, SIGKILL after ``grace_s``)."""
+        """Stop probing and stop every replica (SIGINT in parallel, SIGKILL after ``grace_s``).
+
+        Teardown, not a pod deletion: the proxy is already stopped, so no request can reach a
+        replica and no drain is owed. SIGINT asks a server to stop now (the reference server drains
+        on SIGTERM, which would only hold teardown for its ``--drain-seconds``); a process that
+        ignores it is killed after ``grace_s``.
+        """
         self._stop.set()
         self._wake.set()
         with self._lock:
@@ -663,7 +669,7 @@ class Supervisor:
             for r in everyone:
                 r.stopping = True
         for r in everyone:
-            r.process.signal(signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+            r.process.signal(signal.SIGINT if grace_s > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace_s
         for r in everyone:
             if not r.process.exited.wait(max(0.0, deadline - time.monotonic())):

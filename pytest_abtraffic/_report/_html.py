@@ -599,7 +599,7 @@ def render_html(result: ExperimentResult) -> str:
     buckets = load.timeseries(bucket_s)
     views = version_views(result)
     colors = _colors(result)
-    status = "PASS" if result.ok else "FAIL"
+    status = result.status
     fb = fallback_view(result)
     generated = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     bucket_text = "second" if bucket_s == 1.0 else f"{fmt_num(bucket_s)} seconds"

@@ -548,12 +548,26 @@ def _finite_only(value: Any) -> Any:
     return value
 
 
+def _finite_row(row: list[Any]) -> list[Any]:
+    # A record row's only numbers that can be non-finite are t and latency_ms (status is an int):
+    # checking those two keeps the walk off the tens of thousands of rows of a run.
+    if math.isfinite(row[0]) and math.isfinite(row[3]):
+        return row
+    fixed: list[Any] = _finite_only(row)
+    return fixed
+
+
 def result_document(result: ExperimentResult) -> dict[str, Any]:
     """``result.to_dict()`` made strictly JSON-compatible (non-finite numbers as null)."""
-    doc: dict[str, Any] = _finite_only(result.to_dict())
+    raw = result.to_dict()
+    records = raw["load"].pop("records")
+    doc: dict[str, Any] = _finite_only(raw)
+    doc["load"]["records"] = [_finite_row(row) for row in records]
     return doc
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_encode_row = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode
 _RECORDS_PLACEHOLDER = "\u0000abtraffic-records\u0000"
 
 
@@ -563,8 +577,7 @@ def dumps_result(result: ExperimentResult) -> str:
     records = doc["load"]["records"]
     doc["load"]["records"] = _RECORDS_PLACEHOLDER
     text = json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False)
-    rows = ",\n  ".join(json.dumps(row, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-                        for row in records)
+    rows = ",\n  ".join(_encode_row(row) for row in records)
     placeholder = json.dumps(_RECORDS_PLACEHOLDER)
     if text.count(placeholder) != 1:  # pragma: no cover - the placeholder cannot occur in user text
         return json.dumps(result_document(result), indent=1, allow_nan=False, ensure_ascii=False) + "\n"

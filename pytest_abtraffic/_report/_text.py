@@ -43,7 +43,7 @@ def _conf(confidence: float) -> str:
 def format_experiment(result: ExperimentResult) -> str:
     """One experiment: a heading, the verdict, the per-version table and the fallback timings."""
     load = result.load
-    status = "PASS" if result.ok else "FAIL"
+    status = result.status
     rps = len(load.records) / load.duration_s if load.duration_s > 0 else 0.0
     lines = [
         f"{result.name} [{status}]  backend {result.backend}, namespace {result.namespace or '-'}, "

@@ -36,7 +36,7 @@ def test_zero_weight_variant_getting_nothing_passes_with_reports(tmp_path: Path)
 def test_asserting_50_50_on_a_100_0_split_fails(tmp_path: Path) -> None:
     proc = _verify("--weights", "v1=100,v2=0", "--expect", "v1=50,v2=50", cwd=tmp_path)
     assert proc.returncode == 1, _out(proc)
-    assert "split [FAIL]" in proc.stdout and "configured 50.0% ± 2.0 pp" in proc.stdout
+    assert "split [FAIL: split]" in proc.stdout and "configured 50.0% ± 2.0 pp" in proc.stdout
 
 
 def test_zero_weight_variant_that_receives_traffic_fails_naming_it(tmp_path: Path) -> None:
@@ -59,6 +59,7 @@ def test_impossible_slo_exits_1_naming_p99_and_the_version(tmp_path: Path) -> No
     assert proc.returncode == 1, _out(proc)
     assert "slo violated: v1 p99_ms <= 0.01 ms: violated; observed " in proc.stdout
     assert "v2 p99_ms <= 0.01 ms: violated" in proc.stdout and "slo [FAIL]" in proc.stdout
+    assert "split [FAIL: slo]" in proc.stdout  # the heading names what failed: the split itself held
     (doc,) = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.json")]
     assert doc["ok"] is False and doc["split"]["ok"] is True
     assert {c["scope"] for c in doc["slo"]["checks"] if c["status"] == "fail"} == {"v1", "v2", "overall"}

@@ -16,7 +16,7 @@ def _verify(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_mismatch_exits_1_and_prints_the_table(tmp_path: Path) -> None:
     proc = _verify("--weights", "v1=70,v2=30", "--expect", "v1=80,v2=20", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "split [FAIL]" in proc.stdout
+    assert "split [FAIL: split]" in proc.stdout
     assert "split mismatch: v" in proc.stdout and "configured 20.0% ± 2.0 pp" in proc.stdout
     assert "variant  weight" in proc.stdout
 

@@ -8,6 +8,7 @@ when it is there. Each Locust run starts in ~0.5-1 s; budgets are small.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -433,6 +434,76 @@ def test_locust_quits_when_the_driver_is_killed(server: TinyServer, tmp_path: Pa
         if driver.poll() is None:
             driver.kill()
             driver.wait(10)
+        if locust_pid is not None and _alive(locust_pid):
+            os.killpg(locust_pid, signal.SIGKILL)
+
+
+# -- warm start: Locust started before the target is ready, held at the gate -------------------
+
+def test_warm_locust_waits_at_the_gate_then_runs_the_plan(server: TinyServer) -> None:
+    """The warm process sends nothing before the gate opens; then it runs this plan's target and
+    budget (given at the gate) and the run is recorded as a cold start's would be."""
+    from pytest_abtraffic._load._driver import WarmLocust
+
+    plan = LoadPlan(users=3, spawn_rate=100, max_requests=300, duration_s=30)
+    warm = WarmLocust(dataclasses.replace(plan, max_requests=None, duration_s=5.0))
+    assert warm.proc is not None
+    workdir = warm.workdir
+    time.sleep(1.0)  # long enough for Locust to reach its init event; nothing may be sent meanwhile
+    assert server.connections == 0 and warm.proc.poll() is None
+    assert (workdir / "records.jsonl").read_text() == ""
+    result = run_locust(server.url, plan, warm=warm)
+    assert warm.used
+    assert result.stop_reason == "budget"
+    assert 300 <= result.requests <= 300 + plan.users
+    assert set(result.counts()) == {"v1", "v2"}
+    assert {r.connection for r in result.records} == {"u1", "u2", "u3"}
+    assert warm.proc.poll() is not None and not workdir.exists()
+
+
+def test_warm_locust_that_launched_differently_is_closed_and_the_run_starts_cold(server: TinyServer) -> None:
+    from pytest_abtraffic._load._driver import WarmLocust
+
+    warm = WarmLocust(LoadPlan(users=2, duration_s=5.0))
+    assert warm.proc is not None
+    result = run_locust(server.url, LoadPlan(users=3, max_requests=60, duration_s=30), warm=warm)
+    assert not warm.used and warm.proc.poll() is not None and not warm.workdir.exists()
+    assert {r.connection for r in result.records} == {"u1", "u2", "u3"}
+
+
+def test_unused_warm_locust_is_gone_after_close_and_quits_when_orphaned(server: TinyServer,
+                                                                       tmp_path: Path) -> None:
+    from pytest_abtraffic._load._driver import WarmLocust
+
+    warm = WarmLocust(LoadPlan(users=1, duration_s=5.0))
+    assert warm.proc is not None
+    warm.close()
+    warm.close()  # idempotent
+    assert warm.proc.poll() is not None and not warm.workdir.exists()
+    # A driver killed while its warm process waits: the process notices at the gate and quits.
+    script = ("import sys; from pytest_abtraffic._load import LoadPlan; "
+              "from pytest_abtraffic._load._driver import WarmLocust; "
+              "w = WarmLocust(LoadPlan(users=1, duration_s=5.0)); print(w.proc.pid, flush=True); "
+              "import time; time.sleep(60)")
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    locust_pid = None
+    try:
+        assert driver.stdout is not None
+        locust_pid = int(driver.stdout.readline())
+        driver.kill()
+        driver.wait(10)
+        for _ in range(300):  # up to ~30 s: the gate checks its parent every few ms once Locust is up
+            if not _alive(locust_pid):
+                break
+            time.sleep(0.1)
+        assert not _alive(locust_pid), "a warm locust kept waiting after its driver was killed"
+        assert server.connections == 0
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(10)
+        if driver.stdout is not None:
+            driver.stdout.close()
         if locust_pid is not None and _alive(locust_pid):
             os.killpg(locust_pid, signal.SIGKILL)
 

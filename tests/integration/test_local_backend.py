@@ -356,6 +356,50 @@ def test_teardown_releases_processes_ports_and_files(backend: LocalBackend) -> N
         dep.kill("v1")
 
 
+def test_teardown_stops_replicas_at_once_without_their_drain() -> None:
+    """Teardown sends SIGINT (stop now), not SIGTERM: the proxy is already gone, so a drain would only
+    hold teardown until the SIGKILL (docs/local-backend.md, "Leaving nothing behind"). With a 60 s
+    drain configured and a 10 s grace, a SIGTERM would end in SIGKILL (-9); SIGINT ends in exit 0."""
+    spec = default_spec()
+    spec = spec.replace(variants=tuple(
+        dataclasses.replace(v, local_env={**v.local_env, "MODEL_DRAIN_SECONDS": "60"}) for v in spec.variants))
+    backend = LocalBackend(teardown_grace_s=10.0)
+    try:
+        dep = backend.deploy(spec)
+        procs = [r.process for reps in dep.supervisor.replicas.values() for r in reps]
+        assert len(procs) == 2
+        dep.teardown()
+        assert [p.returncode for p in procs] == [0, 0]
+        assert processes_with_marker(dep.marker) == []
+    finally:
+        backend.close()
+
+
+def test_prestarted_load_serves_the_first_matching_run_and_never_outlives_the_backend() -> None:
+    """``prestart_load`` starts Locust before ``deploy`` (the start-ups overlap); the deployment's
+    first load run that launches the same way takes it, and an unused one goes with the backend."""
+    from pytest_abtraffic._load import LoadPlan
+
+    backend = LocalBackend(teardown_grace_s=0.2)
+    try:
+        plan = LoadPlan(users=2, max_requests=200, duration_s=30)
+        backend.prestart_load(plan)
+        dep = backend.deploy(default_spec())
+        warm = dep.warm_load
+        assert warm is not None and warm.proc is not None
+        result = dep.run_load(plan)
+        assert warm.used and dep.warm_load is None
+        assert result.stop_reason == "budget" and set(result.counts()) == {"v1", "v2"}
+        assert warm.proc.poll() is not None
+        backend.prestart_load(plan)  # never deployed for: closed with the backend
+        unused = backend._warm
+        assert unused is not None and unused.proc is not None
+    finally:
+        backend.close()
+    assert unused.proc.poll() is not None and not unused.workdir.exists()
+    assert processes_with_marker(dep.marker) == []
+
+
 def test_variant_with_zero_replicas_is_not_a_missing_service(deploy: Deploy) -> None:
     """replicas == 0 is a Service without endpoints (fail-fast, then skipped), not a missing one."""
     spec = reference(fail_fast_timeout_s=0.3)

@@ -65,7 +65,7 @@ def test_summary_lists_failed_checks_and_separates_experiments(split_result: Exp
     broken = sample_fallback_result(recovers=False)
     text = format_summary([split_result, broken])
     blocks = text.split("\n\n")
-    assert len(blocks) == 2 and blocks[1].startswith("fallback:kill:v2 [FAIL]")
+    assert len(blocks) == 2 and blocks[1].startswith("fallback:kill:v2 [FAIL: fallback]")
     assert broken.fallback is not None
     failed = [c.name for c in broken.fallback.checks if not c.ok]
     assert failed
@@ -102,3 +102,14 @@ def test_junit_properties_for_a_fallback(fallback_result: ExperimentResult) -> N
     assert f"{prefix}.p_value" not in d
     broken = dict(junit_properties(sample_fallback_result(recovers=False)))
     assert broken[f"{prefix}.time_to_recover_s"] == "none" and broken[f"{prefix}.ok"] == "false"
+
+
+def test_heading_names_the_judgments_that_failed() -> None:
+    from pytest_abtraffic._report._sample import sample_split_result
+
+    skewed = sample_split_result(skew=0.04)
+    assert skewed.failed_parts == ("split",) and skewed.status == "FAIL: split"
+    assert format_summary([skewed]).splitlines()[0].split("  ")[0].endswith("[FAIL: split]")
+    broken = sample_fallback_result(recovers=False)
+    assert broken.status == "FAIL: fallback"
+    assert sample_split_result().status == "PASS"

@@ -208,7 +208,7 @@ def test_failing_run_writes_only_the_kits_namespace(kubeconfig: Path, monkeypatc
     fake = cluster(2)
     before = snapshot(fake)
     assert run_cli(fake, kubeconfig, monkeypatch) == 1
-    assert "[FAIL]" in capsys.readouterr().out
+    assert "[FAIL: " in capsys.readouterr().out
     assert foreign_writes(fake) == [] and snapshot(fake) == before
 
 
