@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--requests", type=_positive_int("--requests"),
                         help="request budget (default: planned by the statistics engine)")
     verify.add_argument("--users", type=_positive_int("--users"), help="concurrent Locust users")
+    verify.add_argument("--target-rps", type=_positive_int("--target-rps"),
+                        help="user sizing for slow models: start at --users and ramp toward this rate while "
+                        "latency and errors stay flat (spec load.target_rps; docs/slow-models.md)")
     verify.add_argument("--tolerance", type=_fraction("--tolerance", 0, 1), default=0.02)
     verify.add_argument("--confidence", type=_fraction("--confidence", 0.5, 1), default=0.999)
     verify.add_argument("--no-early-stop", action="store_true",
@@ -181,6 +184,10 @@ def _spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
         except ValueError as exc:
             raise SpecError("--prediction-field", str(exc)) from None
         spec = spec.replace(load=dataclasses.replace(spec.load, prediction_field=args.prediction_field))
+    if getattr(args, "target_rps", None):
+        import dataclasses
+
+        spec = spec.replace(load=dataclasses.replace(spec.load, target_rps=float(args.target_rps)))
     return spec
 
 
@@ -318,6 +325,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if settings.compare is not None and settings.compare.baseline not in spec.variant_names:
         raise SpecError("--compare", f"unknown baseline {settings.compare.baseline!r}; "
                         f"known: {', '.join(spec.variant_names)}")
+    from ._load import LoadPlan
+
+    # The load plan as the run will build it (e.g. --users above load.max_users): refused before any side effect.
+    LoadPlan.from_spec(spec, **({"users": settings.users} if settings.users is not None else {}))
     cfg = AbTrafficConfig(backend=args.backend, kubeconfig=args.kubeconfig, context=args.context,
                           keep_cluster=args.keep_cluster, report_dir=args.report_dir, allow_chaos=args.allow_chaos,
                           seed=args.seed, load_image=args.load_image, model_image=args.model_image)

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from ._backend import Deployment
     from ._chaos import FallbackExpectation, Scenario
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._load._sizing import SizingStep
     from ._result import ExperimentResult
 
 # Seconds of the split phase the scenario keeps as its baseline (the evaluation needs > 0.5 s).
@@ -83,6 +84,9 @@ class _MainJobObserver:
         if not self._t0:
             self._t0 = time.monotonic()
         self.split.observer.on_start()
+
+    def on_sizing(self, step: SizingStep) -> None:
+        self.split.observer.on_sizing(step)  # user sizing (load.target_rps): printed, gates the slow-load warning
 
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
         if self.switch_s is None:

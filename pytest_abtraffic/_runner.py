@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ._chaos import FallbackExpectation, Scenario, ScenarioObserver, ScenarioRunner
     from ._compare import CompareSpec
     from ._load import LoadPlan, LoadResult, LoadSnapshot, RequestRecord
+    from ._load._sizing import SizingStep
     from ._phases import AdaptivePhases
     from ._slo import SloLimit
     from ._stats import RunningTally, SequentialState, Unit
@@ -125,7 +126,7 @@ class _SplitObserver:
     def __init__(self, expected: Mapping[str, float], settings: VerifySettings, unit: str,
                  variants: Sequence[str], progress: ProgressCallback | None,
                  judged: Callable[[Sequence[RequestRecord]], Sequence[RequestRecord]] | None = None,
-                 min_total: int = 0) -> None:
+                 min_total: int = 0, budget: int | None = None, sizing: bool = False) -> None:
         from ._stats import SequentialSplitTest
 
         self._test = SequentialSplitTest(expected, alpha=settings.alpha, tolerance=settings.tolerance,
@@ -142,11 +143,52 @@ class _SplitObserver:
         # The counts the sequential test decided on; records that arrive while load stops are not judged.
         self.decided_counts: dict[str, int] | None = None
         self._running = _RunningCounts(unit, self._variants)
+        # Slow models: the up-front warning once the rate is known (after sizing has settled).
+        self._budget = budget
+        self._sizing_done = not sizing
+        self._rate_from: tuple[float, int] | None = None
+        self.slow_warning: str | None = None
 
     def on_start(self) -> None:
         self._last_print = time.monotonic()
 
+    def on_sizing(self, step: SizingStep) -> None:
+        """A user sizing step (``_load._sizing.SizingStep``): printed; the rate is measured after the last."""
+        if step.settled:
+            self._sizing_done = True
+            self._rate_from = None
+        if self._progress is not None:
+            self._progress(step.describe())
+
+    def _check_rate(self, snapshot: LoadSnapshot) -> None:
+        from ._load._sizing import RATE_WINDOW_S, SIZING_WARN_AFTER_S, WARMUP_S, budget_time_warning
+
+        if self._budget is None or self.slow_warning is not None:
+            return
+        if not self._sizing_done and snapshot.elapsed_s < SIZING_WARN_AFTER_S:
+            return  # the rate is still growing (or the observer in front forwards no sizing steps)
+        if self._rate_from is None:
+            if snapshot.elapsed_s >= WARMUP_S:
+                self._rate_from = (snapshot.elapsed_s, snapshot.requests)
+            return
+        t0, n0 = self._rate_from
+        if snapshot.elapsed_s - t0 < RATE_WINDOW_S:
+            return
+        rate = (snapshot.requests - n0) / (snapshot.elapsed_s - t0)
+        warning = budget_time_warning(rate, self._budget)
+        if warning is not None:
+            self.slow_warning = warning
+            if self._progress is not None:
+                self._progress(f"WARNING: {warning}")
+            else:
+                import warnings
+
+                warnings.warn(warning, UserWarning, stacklevel=2)
+        else:
+            self.slow_warning = ""  # checked: fast enough
+
     def on_progress(self, snapshot: LoadSnapshot, records: Sequence[RequestRecord]) -> bool:
+        self._check_rate(snapshot)
         if self._judged is not None:  # header routes: the judged subset is re-derived from all records
             counts = _successful_counts(self._judged(records), self._unit, self._variants)
         else:
@@ -213,6 +255,8 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence, len(_payloads(load_plan) or ()))
     if compare is not None and compare.baseline not in shares:
         raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
+    if load_plan.prediction_share is not None:  # SLOs and comparisons are judged on the prediction sample
+        min_total = math.ceil(min_total / load_plan.prediction_share)
     if settings.requests is None:
         budget = max(budget, min_total)
     judged = None
@@ -230,7 +274,8 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
-    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged, min_total)
+    observer = _SplitObserver(shares, settings, load_plan.unit, list(shares), progress, judged, min_total,
+                              budget=budget, sizing=load_plan.target_rps is not None)
     return SplitRun(shares, budget, settings, load_plan, observer, tuple(slo_limits), compare, positive)
 
 
@@ -261,6 +306,7 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
     failed = sum(1 for r in load.records if not r.ok)
     if failed:
         notes.append(f"{failed:,} of {len(load.records):,} requests failed and are not counted in the split")
+    notes.extend(_slow_model_notes(run, load))
     if routes is not None:
         notes.append(f"header routes: {len(load.records) - routes.default_requests:,} requests matched a rule; "
                      f"the split is judged on the {routes.default_requests:,} that matched none")
@@ -271,14 +317,16 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
         if diagnosis is not None and diagnosis.fired:
             notes.append(diagnosis.message)
     extra: dict[str, Any] = {}
+    # Latency and error judgments are about predictions: with a cheap ratio path, the sample's.
+    sampled = _prediction_records(load.records, run.plan)
     if run.slo:
         from ._slo import check_slo
 
-        extra["slo"] = check_slo(load.records, run.slo, confidence=settings.confidence, versions=list(run.positive))
+        extra["slo"] = check_slo(sampled, run.slo, confidence=settings.confidence, versions=list(run.positive))
     if run.compare is not None:
         from ._compare import check_compare
 
-        extra["compare"] = check_compare(load.records, run.compare, confidence=settings.confidence,
+        extra["compare"] = check_compare(sampled, run.compare, confidence=settings.confidence,
                                          candidates=[n for n in run.positive if n != run.compare.baseline],
                                          predictions=load.predictions,
                                          payloads=_payloads(run.plan),
@@ -307,6 +355,29 @@ def _payloads(plan: LoadPlan) -> Sequence[Any] | None:
     from ._load._protocol import DEFAULT_PAYLOADS
 
     return DEFAULT_PAYLOADS
+
+
+def _prediction_records(records: Sequence[RequestRecord], plan: LoadPlan) -> Sequence[RequestRecord]:
+    """The records of predictions: all of them, or the prediction sample's (``prediction_share``)."""
+    if plan.prediction_share is None:
+        return records
+    return [r for r in records if r.path == plan.prediction_path]
+
+
+def _slow_model_notes(run: SplitRun, load: LoadResult) -> list[str]:
+    notes = []
+    if run.observer.slow_warning:
+        notes.append(run.observer.slow_warning)
+    if load.sizing:
+        last = load.sizing[-1]
+        notes.append(f"user sizing toward {run.plan.target_rps:,.0f} rps: {len(load.sizing)} steps, "
+                     f"{last['users']} users at the end ({last['reason']})")
+    if run.plan.prediction_share is not None:
+        sample = len(_prediction_records(load.records, run.plan))
+        notes.append(f"prediction sample: {sample:,} of {len(load.records):,} requests went to "
+                     f"{run.plan.prediction_path} (share {run.plan.prediction_share:g}), the others to "
+                     f"{run.plan.path}; the ratio counts both (same route rule), SLOs and comparisons the sample")
+    return notes
 
 
 def _judgment_min_total(slo_limits: Sequence[SloLimit], compare: CompareSpec | None, shares: Mapping[str, float],

@@ -21,7 +21,7 @@ import yaml
 from ._compare import CompareSpec, parse_compare
 from ._errors import SpecError
 from ._pointer import parse_pointer
-from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, shadowed_rules
+from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, select_rule, shadowed_rules
 from ._slo import SloLimit, parse_slo
 from ._units import check_float as _check_float
 from ._units import parse_duration
@@ -226,6 +226,14 @@ class LoadSettings:
     #: JSON pointer to each response's prediction (prediction agreement, ``disagreement<=``); None:
     #: recorded only when a comparison asks for it, at the reference server's pointer.
     prediction_field: str | None = None
+    #: Slow models (docs/slow-models.md): ramp the users toward this rate while latency and errors
+    #: stay flat, up to ``max_users``; None: ``users`` throughout.
+    target_rps: float | None = None
+    max_users: int = 100
+    #: A ``prediction_share`` of requests POSTs the payloads to ``prediction_path``; the others GET
+    #: the cheap ``path`` (same route rule). None: every request POSTs to ``path``.
+    prediction_path: str = "/predict"
+    prediction_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +445,47 @@ def validate(spec: ExperimentSpec) -> None:
         raise SpecError("load.path", f"must start with '/', got {ld.path!r}")
     if ld.unit not in ("requests", "connections"):
         raise SpecError("load.unit", f"must be 'requests' or 'connections', got {ld.unit!r}")
+    _validate_slow_load(spec)
+
+
+def _validate_slow_load(spec: ExperimentSpec) -> None:
+    """User sizing and the cheap ratio path (the load plan checks the rest when it is built)."""
+    ld = spec.load
+    _check_int(ld.max_users, "load.max_users", low=1, high=10_000)
+    if ld.target_rps is not None:
+        _check_float(ld.target_rps, "load.target_rps", low=0.0, low_open=True)
+        if ld.max_users < ld.users:
+            raise SpecError("load.max_users", f"must be at least load.users ({ld.users}), got {ld.max_users}")
+        if ld.locustfile is not None:
+            raise SpecError("load.target_rps", "user sizing drives the built-in locustfile; with your own "
+                            "locustfile set load.users (or a LoadTestShape) yourself")
+    if ld.prediction_share is None:
+        return
+    if ld.locustfile is not None:
+        raise SpecError("load.prediction_share", "the prediction sample is the built-in locustfile's; your own "
+                        "locustfile chooses its own paths")
+    _check_float(ld.prediction_share, "load.prediction_share", low=0.0, low_open=True)
+    if not ld.prediction_share < 1.0:
+        raise SpecError("load.prediction_share", f"must be below 1, got {ld.prediction_share!r}")
+    if not isinstance(ld.prediction_path, str) or not ld.prediction_path.startswith("/"):
+        raise SpecError("load.prediction_path", f"must start with '/', got {ld.prediction_path!r}")
+    if ld.path == ld.prediction_path:
+        raise SpecError("load.prediction_share", f"needs a cheap load.path other than load.prediction_path "
+                        f"({ld.prediction_path}), e.g. /healthz")
+    # The cheap path measures the split only if the rule that serves it is the predictions' rule.
+    header_sets = [()] + [c.headers for c in ld.cohorts]
+    for headers in header_sets:
+        lowered = {n.lower(): v for n, v in headers}
+        served = {(method, path): select_rule(spec.routes, method, path, lowered)
+                  for method in ("GET", "POST") for path in (ld.path, ld.prediction_path)}
+        if len(set(served.values())) > 1:
+            names: dict[int | None, str] = {i: f"rule {r.name!r}" for i, r in enumerate(spec.routes)}
+            names[None] = "the weighted default rule"
+            seen = "; ".join(f"{m} {p} -> {names[i]}" for (m, p), i in served.items())
+            who = f" with {'; '.join(f'{n}: {v}' for n, v in headers)}" if headers else ""
+            raise SpecError("load.path", f"the cheap path {ld.path} and the prediction path {ld.prediction_path} "
+                            f"must be served by the same route rule, or the cheap requests do not measure the "
+                            f"predictions' split{who}: {seen}")
 
 
 def _validate_routes(spec: ExperimentSpec) -> None:
@@ -488,7 +537,8 @@ _ACCRUAL_KEYS = {"max_failures", "min_penalty", "max_penalty", "jitter_ratio"}
 _RETRY_KEYS = {"on", "limit", "timeout"}
 _TIMEOUT_KEYS = {"request"}
 _LOAD_KEYS = {"users", "spawn_rate", "requests", "duration", "path", "payloads", "prediction_field", "unit",
-              "early_stop", "locustfile", "cohorts", "workers"}
+              "early_stop", "locustfile", "cohorts", "workers", "target_rps", "max_users", "prediction_path",
+              "prediction_share"}
 
 
 def _mapping(value: object, field_name: str, allowed: set[str]) -> dict[str, Any]:
@@ -631,7 +681,8 @@ def _failure_policy(value: object) -> FailurePolicy:
 def _load(value: object) -> LoadSettings:
     raw = _mapping(value, "load", _LOAD_KEYS)
     changes: dict[str, Any] = {}
-    for key in ("users", "spawn_rate", "requests", "path", "unit", "early_stop", "locustfile", "workers"):
+    for key in ("users", "spawn_rate", "requests", "path", "unit", "early_stop", "locustfile", "workers",
+                "target_rps", "max_users", "prediction_path", "prediction_share"):
         if key in raw:
             changes[key] = raw[key]
     if "duration" in raw:

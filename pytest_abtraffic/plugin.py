@@ -208,7 +208,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "abtraffic(weights=None, expect=None, split_api=None, tolerance=None, confidence=None, requests=None, "
-        "users=None, scenario=None, manifests=None): per-test overrides of the A/B experiment and its assertions",
+        "users=None, scenario=None, manifests=None, target_rps=None): per-test overrides of the A/B experiment "
+        "and its assertions",
     )
     config.stash[_CONFIG_KEY] = config_from_pytest(config)
     config.stash[_RESULTS_KEY] = []
@@ -259,7 +260,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 _MARKER_KEYS = {"weights", "expect", "split_api", "tolerance", "confidence", "requests", "users", "scenario",
-                "workers", "fail_fast_timeout", "early_stop", "manifests", "slo", "compare"}
+                "workers", "fail_fast_timeout", "early_stop", "manifests", "slo", "compare", "target_rps"}
 
 
 def _marker_options(node: pytest.Item | pytest.Collector) -> dict[str, Any]:
@@ -298,6 +299,8 @@ def apply_overrides(spec: ExperimentSpec, options: Mapping[str, Any]) -> Experim
         if isinstance(workers, bool) or not isinstance(workers, int):
             raise SpecError("load.workers", f"must be an integer, got {workers!r}")
         spec = spec.replace(load=dataclasses.replace(spec.load, workers=workers))
+    if options.get("target_rps") is not None:  # user sizing for slow models (docs/slow-models.md)
+        spec = spec.replace(load=dataclasses.replace(spec.load, target_rps=options["target_rps"]))
     if options.get("fail_fast_timeout") is not None:
         spec = spec.replace(failure_policy=dataclasses.replace(
             spec.failure_policy, fail_fast_timeout_s=float(options["fail_fast_timeout"])))

@@ -45,6 +45,7 @@ POD_MODULES: tuple[str, ...] = (
     "_load/_protocol.py",
     "_load/_recordsfile.py",
     "_load/_results.py",
+    "_load/_sizing.py",
     "_load/incluster.py",
     "_load/locustfile.py",
     "_load/locust_support.py",

@@ -32,6 +32,7 @@ from .._proc import tail
 from . import _protocol as proto
 from ._plan import LoadObserver, LoadPlan
 from ._results import LoadResult, LoadSnapshot, RequestRecord, sorted_predictions
+from ._sizing import Sizer
 
 POLL_INTERVAL_S = 0.05
 # Locust writes its reports on SIGTERM within a fraction of a second; past this the group is killed.
@@ -152,6 +153,11 @@ def _child_env(plan: LoadPlan, records: Path, payloads: Path | None) -> dict[str
         env[proto.ENV_PREDICTION_FIELD] = plan.prediction_field
     if plan.cohorts:
         env[proto.ENV_COHORTS] = json.dumps([list(c) for c in plan.cohorts])
+    if plan.target_rps is not None:
+        env[proto.ENV_USERS_FILE] = str(records.with_name("users"))
+    if plan.prediction_share is not None:
+        env[proto.ENV_PREDICTION_SHARE] = repr(float(plan.prediction_share))
+        env[proto.ENV_PREDICTION_PATH] = plan.prediction_path
     # The locust process imports pytest_abtraffic._load.locust_support: make sure it finds this copy.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -326,6 +332,10 @@ class _Run:
             _check_target(target_url, self.argv)
         self.env = _child_env(plan if not self.master else dataclasses.replace(plan, max_requests=None),
                               self.records_path, payloads_path)
+        #: User sizing (plan.target_rps): the driver decides, the locustfile follows the users file.
+        self.sizer = (Sizer(plan.users, target_rps=plan.target_rps, max_users=plan.max_users, wait_s=plan.wait_s)
+                      if plan.target_rps is not None and worker_of is None else None)
+        self.users_path = self.records_path.with_name("users")
         self.timeout_s = timeout_s if timeout_s is not None else plan.duration_s + self.startup_timeout_s + 30.0
         self.proc: subprocess.Popen[bytes] | None = None
         self.gate_note = ""
@@ -349,6 +359,8 @@ class _Run:
         # Start from an empty records file, also when a workdir is reused.
         self.records_path.write_bytes(b"")
         self.records_path.with_name("epoch").unlink(missing_ok=True)  # distributed mode's shared origin
+        if self.sizer is not None:  # (a warm start's process reads the file its launch wrote)
+            self._write_users(self.plan.users)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.argv, cwd=self.workdir, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
@@ -380,7 +392,10 @@ class _Run:
         stop_epoch: float | None = None
         try:
             while True:
-                counters.add(records_tail.poll())
+                new = records_tail.poll()
+                counters.add(new)
+                if self.sizer is not None:
+                    self.sizer.add(new)
                 start_epoch = records_tail.parsed.start_epoch
                 now_mono = time.monotonic()
                 if start_epoch is not None and not started:
@@ -395,6 +410,8 @@ class _Run:
                 if proc.poll() is not None:
                     break
                 elapsed = time.time() - start_epoch if start_epoch is not None else 0.0
+                if started and self.sizer is not None and self.sizer.due(elapsed):
+                    self._size(elapsed)
                 if self.plan.max_requests is not None and counters.requests >= self.plan.max_requests:
                     reason = "budget"
                 elif started and elapsed >= self.plan.duration_s:
@@ -421,6 +438,21 @@ class _Run:
                 _stop_process(self.proc, term=True, grace_s=STOP_GRACE_S)
             records_tail.close()
         return self.finish(records_tail, reason, stop_epoch)
+
+    def _write_users(self, users: int) -> None:
+        # Replaced in one step, so the locustfile never reads half a number.
+        tmp = self.users_path.with_name("users.tmp")
+        tmp.write_text(str(users), encoding="ascii")
+        os.replace(tmp, self.users_path)
+
+    def _size(self, elapsed: float) -> None:
+        assert self.sizer is not None
+        step = self.sizer.decide(elapsed)
+        if step.users != step.users_before:
+            self._write_users(step.users)
+        report = getattr(self.observer, "on_sizing", None)
+        if callable(report):
+            report(step)
 
     def finish(self, records_tail: _RecordsTail, reason: str | None, stop_epoch: float | None) -> LoadResult:
         assert self.proc is not None
@@ -454,6 +486,7 @@ class _Run:
             stop_reason=reason,
             locust_stats=stats,
             predictions=sorted_predictions(parsed.predictions),
+            sizing=tuple(step.to_json() for step in self.sizer.steps) if self.sizer is not None else (),
         )
 
 

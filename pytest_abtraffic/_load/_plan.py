@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -21,6 +21,9 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 MAX_WORKERS = 64
+#: User sizing's cap when the spec gives none (greenlets are cheap; the servers are the limit).
+DEFAULT_MAX_USERS = 100
+MAX_USERS_LIMIT = 10_000
 #: ``processes``: ``locust --processes N`` in one place (local); ``pods``: a ``--master`` expecting N
 #: remote ``--worker`` processes (the cluster backends' worker pods).
 WORKER_MODES = ("processes", "pods")
@@ -44,6 +47,13 @@ class LoadPlan:
     a master and N worker pods on a cluster); records are merged.
     ``prediction_field`` (a JSON pointer, see ``_protocol.resolve_pointer``): when set, the built-in
     locustfile records what each version answered to each payload (``LoadResult.predictions``).
+
+    User sizing (slow models, docs/slow-models.md): ``target_rps`` set, the run starts at ``users``
+    and the driver ramps the user count toward the users that rate needs at the observed latency
+    (Little's law), while latency and errors stay flat, up to ``max_users``; built-in locustfile,
+    one host. Prediction sample: ``prediction_share`` set, ``path`` is a cheap GET route (e.g.
+    ``/healthz``) for the ratio, and that share of requests POSTs the payloads to
+    ``prediction_path``; both must be served by the same route rule (checked against the spec).
     """
 
     users: int = 10
@@ -63,6 +73,10 @@ class LoadPlan:
     workers: int = 1
     worker_mode: Literal["processes", "pods"] = "processes"
     prediction_field: str | None = None
+    target_rps: float | None = None
+    max_users: int = DEFAULT_MAX_USERS
+    prediction_path: str = "/predict"
+    prediction_share: float | None = None
 
     def __post_init__(self) -> None:
         def positive_number(name: str, value: object, *, allow_zero: bool = False) -> None:
@@ -106,6 +120,36 @@ class LoadPlan:
             check_prediction_field(self.prediction_field, "load.prediction_field")
         if self.locustfile is not None and (not isinstance(self.locustfile, str) or not self.locustfile):
             raise SpecError("load.locustfile", f"must be a path, got {self.locustfile!r}")
+        self._check_slow_model_options(positive_number)
+
+    def _check_slow_model_options(self, positive_number: Callable[[str, object], None]) -> None:
+        """target_rps/max_users (user sizing) and prediction_path/prediction_share (cheap ratio path)."""
+        mu = self.max_users
+        if isinstance(mu, bool) or not isinstance(mu, int) or not 1 <= mu <= MAX_USERS_LIMIT:
+            raise SpecError("load.max_users", f"must be an integer from 1 to {MAX_USERS_LIMIT}, got {mu!r}")
+        if self.target_rps is not None:
+            positive_number("target_rps", self.target_rps)
+            if mu < self.users:
+                raise SpecError("load.max_users", f"must be at least load.users ({self.users}), got {mu}")
+            if self.locustfile is not None:
+                raise SpecError("load.target_rps", "user sizing drives the built-in locustfile; with your own "
+                                                   "locustfile set load.users (or a LoadTestShape) yourself")
+            if self.workers > 1 and self.worker_mode == "pods":
+                raise SpecError("load.target_rps", "user sizing runs on the local backend's load process; with "
+                                                   "worker pods set load.users instead")
+        if not isinstance(self.prediction_path, str) or not self.prediction_path.startswith("/"):
+            raise SpecError("load.prediction_path", f"must start with '/', got {self.prediction_path!r}")
+        share = self.prediction_share
+        if share is not None:
+            ok = isinstance(share, int | float) and not isinstance(share, bool) and 0.0 < share < 1.0
+            if not ok:
+                raise SpecError("load.prediction_share", f"must be a number in (0, 1), got {share!r}")
+            if self.path.split("?", 1)[0] == self.prediction_path.split("?", 1)[0]:
+                raise SpecError("load.prediction_share", f"needs a cheap load.path other than load.prediction_path "
+                                                         f"({self.prediction_path}), e.g. /healthz")
+            if self.locustfile is not None:
+                raise SpecError("load.prediction_share", "the prediction sample is the built-in locustfile's; "
+                                                         "your own locustfile chooses its own paths")
 
     @classmethod
     def from_spec(cls, spec: ExperimentSpec, **overrides: Any) -> LoadPlan:
@@ -125,6 +169,10 @@ class LoadPlan:
             "cohorts": tuple((c.label, c.share) for c in load.cohorts),
             "workers": load.workers,
             "prediction_field": load.prediction_field,
+            "target_rps": load.target_rps,
+            "max_users": load.max_users,
+            "prediction_path": load.prediction_path,
+            "prediction_share": load.prediction_share,
         }
         return cls.from_dict({**values, **overrides})
 
@@ -167,6 +215,8 @@ class LoadObserver(Protocol):
     that keeps its own clock may have a ``load_started(monotonic)`` method: called just before
     ``on_start`` with the ``time.monotonic()`` value of the instant the records' times count from,
     so its clock and the records' agree (the driver notices the start a poll or more later).
+    With user sizing (``LoadPlan.target_rps``) an ``on_sizing(step)`` method, if any, gets each
+    sizing decision (``_sizing.SizingStep``) as it is taken.
     """
 
     def on_start(self) -> None:

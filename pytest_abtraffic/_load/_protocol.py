@@ -7,7 +7,8 @@ Records file (JSON lines, appended by the locust process, tailed by the parent):
 
 - ``{"start": EPOCH, "pid": PID}`` once, when Locust fires ``test_start``; record times are
   seconds since ``EPOCH``.
-- ``[t, version, status, latency_ms, connection, error]`` per request.
+- ``[t, version, status, latency_ms, connection, error]`` per request, then the cohort when there
+  is one, then the request path when the run samples predictions (``prediction_share``).
 - ``{"stop": REASON}`` when the locust process stopped itself (``"budget"``).
 - ``{"prediction": [PAYLOAD, VERSION, ANSWER]}`` the first time a version gave that answer (the
   value at ``ABTRAFFIC_PREDICTION_FIELD``) to the request body at index PAYLOAD; ANSWER is
@@ -44,6 +45,14 @@ ENV_EPOCH_FILE = "ABTRAFFIC_EPOCH_FILE"
 # A JSON pointer (RFC 6901, plus ``*`` over an array's elements) to each response's prediction: when
 # set, the built-in locustfile records each distinct (payload, version, answer) once.
 ENV_PREDICTION_FIELD = "ABTRAFFIC_PREDICTION_FIELD"
+# User sizing (LoadPlan.target_rps): the driver writes the wanted user count to this file; the
+# built-in locustfile looks at it every USERS_POLL_S and changes the running user count.
+ENV_USERS_FILE = "ABTRAFFIC_USERS_FILE"
+USERS_POLL_S = 0.1
+# Prediction sample (LoadPlan.prediction_share): that share of requests POSTs the payloads to
+# ENV_PREDICTION_PATH; the others GET the cheap ENV_PATH. Each record then names its path.
+ENV_PREDICTION_PATH = "ABTRAFFIC_PREDICTION_PATH"
+ENV_PREDICTION_SHARE = "ABTRAFFIC_PREDICTION_SHARE"
 
 # Warm start: the locust process imports and initialises, then waits in Locust's ``init`` event until
 # this file exists; it holds ``{"host": URL, "run_time_s": S, "max_requests": N|null}`` (written
@@ -85,11 +94,14 @@ def _quoted(text: str) -> str:
 
 
 def encode_record(t: float, version: str, status: int, latency_ms: float, connection: str, error: str,
-                  cohort: str = "") -> str:
+                  cohort: str = "", path: str = "") -> str:
     """One request as a records-file line (with its newline): microsecond times, 3-decimal ms; the
-    cohort (header lines the request carried) is a 7th column only when there is one."""
+    cohort (header lines the request carried) is a 7th column only when there is one or a path
+    follows, the path an 8th only when given (prediction sample)."""
     err = _ENCODE(error) if error else '""'
-    tail = f",{_quoted(cohort)}" if cohort else ""
+    tail = f",{_quoted(cohort)}" if cohort or path else ""
+    if path:
+        tail += f",{_quoted(path)}"
     return f"[{t:.6f},{_quoted(version)},{int(status)},{latency_ms:.3f},{_quoted(connection)},{err}{tail}]\n"
 
 
@@ -97,8 +109,9 @@ def encode_event(**fields: Any) -> str:
     return _ENCODE(fields) + "\n"
 
 
-# (t, version, status, latency_ms, connection, error[, cohort]): the cohort only when there is one.
-Row = tuple[float, str, int, float, str, str] | tuple[float, str, int, float, str, str, str]
+# (t, version, status, latency_ms, connection, error[, cohort[, path]]).
+Row = (tuple[float, str, int, float, str, str] | tuple[float, str, int, float, str, str, str]
+       | tuple[float, str, int, float, str, str, str, str])
 
 
 @dataclass
@@ -129,10 +142,10 @@ def iter_rows(lines: Iterable[str], into: ParsedLines) -> Iterator[Row]:
             except ValueError:
                 continue
     for item in items:
-        if isinstance(item, list) and len(item) in (6, 7):
-            t, version, status, latency, conn, error, *cohort = item
+        if isinstance(item, list) and len(item) in (6, 7, 8):
+            t, version, status, latency, conn, error, *extra = item
             row = (float(t), str(version), int(status), float(latency), str(conn), str(error))
-            yield (*row, str(cohort[0])) if cohort else row
+            yield (*row, *(str(x) for x in extra)) if extra else row  # type: ignore[misc]
         elif isinstance(item, dict):
             if "start" in item and into.start_epoch is None:
                 into.start_epoch = float(item["start"])
@@ -170,12 +183,16 @@ __all__ = [
     "ENV_PATH",
     "ENV_PAYLOADS",
     "ENV_PREDICTION_FIELD",
+    "ENV_PREDICTION_PATH",
+    "ENV_PREDICTION_SHARE",
     "ENV_PROCESSES",
     "ENV_RECORDS",
+    "ENV_USERS_FILE",
     "ENV_VERSION_HEADER",
     "ENV_WAIT_S",
     "FLUSH_INTERVAL_S",
     "GATE_POLL_S",
+    "USERS_POLL_S",
     "ParsedLines",
     "PointerMiss",
     "canonical_answer",

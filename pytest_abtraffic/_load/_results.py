@@ -44,6 +44,7 @@ class RequestRecord:
     connection: str
     error: str = ""
     cohort: str = ""  # header lines the request carried ("" = none), see load.cohorts
+    path: str = ""  # the request path, recorded only when the run samples predictions (prediction_share)
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,7 @@ class RequestRecord:
 
     def as_row(self) -> list[Any]:
         row = [self.t, self.version, self.status, self.latency_ms, self.connection, self.error]
+        # The path is not a column of the result document (abtraffic-load/1, _report/_json.py's schema).
         return [*row, self.cohort] if self.cohort else row
 
 
@@ -113,6 +115,9 @@ class LoadResult:
     stop_reason: str
     locust_stats: Mapping[str, Any] | None = None
     predictions: tuple[Prediction, ...] = ()
+    #: User sizing's steps (``SizingStep.to_json()``), when the plan had a ``target_rps``. Not in
+    #: ``to_dict`` (the result document's schema has no place for them yet): the notes sum them up.
+    sizing: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def requests(self) -> int:
@@ -220,10 +225,11 @@ def _record_from(item: Any) -> RequestRecord:
     if isinstance(item, Mapping):
         return RequestRecord(t=float(item["t"]), version=str(item["version"]), status=int(item["status"]),
                              latency_ms=float(item["latency_ms"]), connection=str(item["connection"]),
-                             error=str(item.get("error", "")), cohort=str(item.get("cohort", "")))
+                             error=str(item.get("error", "")), cohort=str(item.get("cohort", "")),
+                             path=str(item.get("path", "")))
     t, version, status, latency, conn, *rest = item
     return RequestRecord(float(t), str(version), int(status), float(latency), str(conn), str(rest[0]) if rest else "",
-                         str(rest[1]) if len(rest) > 1 else "")
+                         str(rest[1]) if len(rest) > 1 else "", str(rest[2]) if len(rest) > 2 else "")
 
 
 __all__ = [

@@ -65,6 +65,8 @@ from ._protocol import (
 CONNECTION_CONTEXT_KEY = "abtraffic_connection"
 # The cohort (header lines) a request carried, recorded with it (load.cohorts, header routes).
 COHORT_CONTEXT_KEY = "abtraffic_cohort"
+# The path a request took, recorded with it when the run samples predictions (load.prediction_share).
+PATH_CONTEXT_KEY = "abtraffic_path"
 MAX_ERROR_CHARS = 200
 
 
@@ -173,8 +175,9 @@ class _Recorder:
             error = f"{type(exception).__name__}: {exception}"[:MAX_ERROR_CHARS]
         assert self._t0 is not None
         cohort = context.get(COHORT_CONTEXT_KEY, "") if isinstance(context, dict) else ""
+        path = context.get(PATH_CONTEXT_KEY, "") if isinstance(context, dict) else ""
         self._buffer.append(encode_record(began - self._t0, response_version(response, self.header), status,
-                                          latency, str(conn), error, str(cohort)))
+                                          latency, str(conn), error, str(cohort), str(path)))
         self._count += 1
         if self.max_requests is not None and self._count >= self.max_requests and not self.stopping:
             self.stopping = True
@@ -343,5 +346,5 @@ def record_version(header: str | None = None, *, include: Callable[[str, str], b
     return True
 
 
-__all__ = ["COHORT_CONTEXT_KEY", "CONNECTION_CONTEXT_KEY", "PredictionNotes", "budget_reached", "name_by_version",
-           "prediction_notes", "record_version", "response_version"]
+__all__ = ["COHORT_CONTEXT_KEY", "CONNECTION_CONTEXT_KEY", "PATH_CONTEXT_KEY", "PredictionNotes", "budget_reached",
+           "name_by_version", "prediction_notes", "record_version", "response_version"]

@@ -14,6 +14,10 @@ Settings come from the environment (the driver sets them):
   random per request, carries those headers, and the record says which cohort it was.
 - ``ABTRAFFIC_PREDICTION_FIELD``: a JSON pointer to each response's prediction; each distinct
   (payload index, version, answer) is recorded once (prediction agreement, ``disagreement<=``).
+- ``ABTRAFFIC_USERS_FILE`` (user sizing): the user count the driver wants; looked at every 0.1 s.
+- ``ABTRAFFIC_PREDICTION_SHARE`` / ``ABTRAFFIC_PREDICTION_PATH`` (prediction sample): that share of
+  requests POSTs the payloads to the prediction path, the rest GETs the cheap ``ABTRAFFIC_PATH``;
+  every record then names the path it took.
 
 Each ``FastHttpUser`` keeps one keep-alive connection, so the recorded user id is the connection id;
 in ``Connection: close`` mode every request gets its own connection id (``u3.17``).
@@ -25,9 +29,11 @@ import itertools
 import json
 import os
 import random
+from typing import Any
 
 import gevent
-from locust import FastHttpUser, constant, task
+from locust import FastHttpUser, constant, events, task
+from locust.runners import WorkerRunner
 
 from pytest_abtraffic._load._protocol import (
     DEFAULT_PATH,
@@ -36,11 +42,16 @@ from pytest_abtraffic._load._protocol import (
     ENV_CONNECTION_CLOSE,
     ENV_PATH,
     ENV_PAYLOADS,
+    ENV_PREDICTION_PATH,
+    ENV_PREDICTION_SHARE,
+    ENV_USERS_FILE,
     ENV_WAIT_S,
+    USERS_POLL_S,
 )
 from pytest_abtraffic._load.locust_support import (
     COHORT_CONTEXT_KEY,
     CONNECTION_CONTEXT_KEY,
+    PATH_CONTEXT_KEY,
     budget_reached,
     name_by_version,
     prediction_notes,
@@ -83,6 +94,46 @@ def _cohorts() -> list[tuple[float, str, dict[str, str]]]:
 COHORTS = _cohorts()
 PREDICTIONS = prediction_notes()  # None unless prediction agreement is asked for
 
+# -- slow models (docs/slow-models.md): user sizing and the prediction sample --------------------
+PREDICTION_SHARE = float(os.environ.get(ENV_PREDICTION_SHARE) or 0.0)
+PREDICTION_PATH = os.environ.get(ENV_PREDICTION_PATH) or DEFAULT_PATH
+USERS_FILE = os.environ.get(ENV_USERS_FILE)
+
+
+def _wanted_users() -> int | None:
+    try:
+        with open(USERS_FILE or "", encoding="ascii") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None  # not there yet, or being replaced
+
+
+def _follow_users_file(environment: Any) -> None:
+    """Change the running user count to what the driver wrote (the runner's own ``start``)."""
+    applied = _wanted_users()
+    while True:
+        gevent.sleep(USERS_POLL_S)
+        wanted = _wanted_users()
+        runner = environment.runner
+        if wanted is None or wanted == applied or runner is None or budget_reached():
+            continue
+        if runner.state not in ("spawning", "running"):
+            continue
+        applied = wanted
+        # start() of a running runner adds or stops users; it blocks while spawning, so not here.
+        gevent.spawn(runner.start, wanted, max(float(wanted), 100.0))
+
+
+def _start_sizing(environment: Any, **_: Any) -> None:
+    if not isinstance(environment.runner, WorkerRunner):  # the master (or the only process) decides
+        gevent.spawn(_follow_users_file, environment)
+
+
+if USERS_FILE:
+    test_start: Any = events.test_start
+    test_start.add_listener(_start_sizing)
+# ------------------------------------------------------------------------------------------------
+
 record_version()
 _user_numbers = itertools.count(1)
 
@@ -117,9 +168,19 @@ class AbTrafficUser(FastHttpUser):
                 if draw < upto:
                     headers, context = cohort_headers, {**context, COHORT_CONTEXT_KEY: label}
                     break
+        path = PATH
+        if PREDICTION_SHARE:
+            # Prediction sample: one draw per request, a prediction (payloads, POST) or the cheap
+            # path (GET, no body); the record names the path.
+            path = PREDICTION_PATH if self.rng.random() < PREDICTION_SHARE else PATH
+            context = {**context, PATH_CONTEXT_KEY: path}
+            if path == PATH:
+                with self.client.get(path, headers=headers, catch_response=True, context=context) as resp:
+                    name_by_version(resp, path)
+                return
         payload = next(self.payloads)
-        with self.client.post(PATH, data=BODIES[payload], headers=headers, catch_response=True,
+        with self.client.post(path, data=BODIES[payload], headers=headers, catch_response=True,
                               context=context) as resp:
-            version = name_by_version(resp, PATH)
+            version = name_by_version(resp, path)
             if PREDICTIONS is not None:
                 PREDICTIONS.note(payload, version, resp)

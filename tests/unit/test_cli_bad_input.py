@@ -25,6 +25,10 @@ SPECS = {
     "bad-duration.yaml": "load: {duration: forever}\n",
     "bad-scenario.yaml": "scenarios: [7]\n",
     "bad-pointer.yaml": "load: {prediction_field: predictions/label}\n",
+    "cheap-path-own-rule.yaml": "variants:\n  - {name: v1, weight: 1, reference: true}\n"
+                                "  - {name: v2, weight: 1, reference: true}\n"
+                                "routes: [{name: probes, backend: v1, matches: [{path: /healthz}]}]\n"
+                                "load: {path: /healthz, prediction_share: 0.1}\n",
 }
 
 CASES: list[tuple[str, list[str], str]] = [
@@ -57,6 +61,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("tolerance out of range", ["verify", "--tolerance", "1.5"], "--tolerance: must be between 0 and 1"),
     ("confidence out of range", ["verify", "--confidence", "0.1"], "--confidence: must be between 0.5 and 1"),
     ("requests zero", ["verify", "--requests", "0"], "--requests: must be at least 1"),
+    ("target rps zero", ["verify", "--target-rps", "0"], "--target-rps: must be at least 1"),
+    ("users above max_users with sizing", ["verify", "--target-rps", "500", "--users", "500"],
+     "load.max_users: must be at least load.users (500)"),
+    ("cheap path on its own route rule", ["verify", "cheap-path-own-rule.yaml"],
+     "load.path: the cheap path /healthz and the prediction path /predict must be served by the same route rule"),
     ("requests not a number", ["verify", "--requests", "lots"], "--requests: expected a whole number"),
     ("expect unknown variant", ["verify", "--expect", "v1=50,v9=50"], "--expect: unknown variant(s) ['v9']"),
     ("expect malformed", ["verify", "--expect", "v1"], "--expect: expected NAME=WEIGHT"),
