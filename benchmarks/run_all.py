@@ -8,7 +8,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["bench_model_server.py", "bench_proxy.py", "bench_loadgen.py", "bench_sequential.py", "bench_main_job.py",
-         "bench_slow_models.py"]
+         "bench_slow_models.py", "bench_startup.py"]
 
 if __name__ == "__main__":
     failed = []
