@@ -171,22 +171,13 @@ def _spec_from_args(args: argparse.Namespace) -> ExperimentSpec:
     if getattr(args, "weights", None):
         spec = spec.with_weights(parse_weight_option(args.weights, "--weights"))
     if getattr(args, "workers", None):
-        import dataclasses
-
         spec = spec.replace(load=dataclasses.replace(spec.load, workers=args.workers))
     if getattr(args, "prediction_field", None) is not None:
-        import dataclasses
+        from ._pointer import check_pointer
 
-        from ._pointer import parse_pointer
-
-        try:
-            parse_pointer(args.prediction_field)
-        except ValueError as exc:
-            raise SpecError("--prediction-field", str(exc)) from None
-        spec = spec.replace(load=dataclasses.replace(spec.load, prediction_field=args.prediction_field))
+        field = check_pointer(args.prediction_field, "--prediction-field")
+        spec = spec.replace(load=dataclasses.replace(spec.load, prediction_field=field))
     if getattr(args, "target_rps", None):
-        import dataclasses
-
         spec = spec.replace(load=dataclasses.replace(spec.load, target_rps=float(args.target_rps)))
     return spec
 

@@ -1,12 +1,15 @@
 """JSON pointers to a response's prediction (RFC 6901, plus ``*`` over an array's elements).
 
-Import-light (``json`` only): the locust side uses it before gevent has patched the process.
+Import-light (``json`` and the kit's errors only): the locust side uses it before gevent has
+patched the process.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from ._errors import SpecError
 
 #: The reference model server answers ``{"predictions": [{"label": ..., "class": ..., ...}, ...]}``.
 DEFAULT_PREDICTION_FIELD = "/predictions/*/label"
@@ -29,6 +32,17 @@ def parse_pointer(text: str) -> tuple[str, ...]:
         if "~" in token.replace("~0", "").replace("~1", ""):
             raise ValueError(f"{text!r}: '~' must be followed by 0 or 1 (RFC 6901)")
     return tuple(t.replace("~1", "/").replace("~0", "~") for t in tokens)
+
+
+def check_pointer(value: object, field_name: str) -> str:
+    """``value`` if it is a JSON pointer, else a SpecError naming ``field_name`` (bad input, before
+    any side effect)."""
+    try:
+        parse_pointer(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise SpecError(field_name, str(exc)) from None
+    assert isinstance(value, str)
+    return value
 
 
 class PointerMiss(LookupError):
@@ -61,4 +75,5 @@ def canonical_answer(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-__all__ = ["DEFAULT_PREDICTION_FIELD", "PointerMiss", "canonical_answer", "parse_pointer", "resolve_pointer"]
+__all__ = ["DEFAULT_PREDICTION_FIELD", "PointerMiss", "canonical_answer", "check_pointer", "parse_pointer",
+           "resolve_pointer"]

@@ -20,7 +20,7 @@ import yaml
 
 from ._compare import CompareSpec, parse_compare
 from ._errors import SpecError
-from ._pointer import parse_pointer
+from ._pointer import check_pointer
 from ._routes import Cohort, RouteRule, parse_cohorts, parse_routes, select_rule, shadowed_rules
 from ._slo import SloLimit, parse_slo
 from ._units import check_float as _check_float
@@ -695,11 +695,7 @@ def _load(value: object) -> LoadSettings:
     if "cohorts" in raw:
         changes["cohorts"] = parse_cohorts(raw["cohorts"])
     if raw.get("prediction_field") is not None:
-        try:
-            parse_pointer(raw["prediction_field"])
-        except ValueError as exc:
-            raise SpecError("load.prediction_field", str(exc)) from None
-        changes["prediction_field"] = raw["prediction_field"]
+        changes["prediction_field"] = check_pointer(raw["prediction_field"], "load.prediction_field")
     workers = changes.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise SpecError("load.workers", f"must be an integer from 1 to 64, got {workers!r}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from .._errors import SpecError, UsageError
-from .._pointer import parse_pointer
+from .._pointer import check_pointer
 from ._results import UNITS, LoadSnapshot, RequestRecord
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class LoadPlan:
             except (TypeError, ValueError) as exc:
                 raise SpecError("load.payloads", f"must be JSON-serialisable: {exc}") from None
         if self.prediction_field is not None:
-            check_prediction_field(self.prediction_field, "load.prediction_field")
+            check_pointer(self.prediction_field, "load.prediction_field")
         if self.locustfile is not None and (not isinstance(self.locustfile, str) or not self.locustfile):
             raise SpecError("load.locustfile", f"must be a path, got {self.locustfile!r}")
         self._check_slow_model_options(positive_number)
@@ -196,16 +196,6 @@ class LoadPlan:
         return cls(**values)
 
 
-def check_prediction_field(value: object, field_name: str) -> str:
-    """``value`` if it is a JSON pointer, else a SpecError naming ``field_name``."""
-    try:
-        parse_pointer(value)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise SpecError(field_name, str(exc)) from None
-    assert isinstance(value, str)
-    return value
-
-
 @runtime_checkable
 class LoadObserver(Protocol):
     """Watches a running load and may stop it (sequential testing, chaos timelines).
@@ -228,4 +218,4 @@ class LoadObserver(Protocol):
         ...
 
 
-__all__ = ["LoadObserver", "LoadPlan", "check_prediction_field"]
+__all__ = ["LoadObserver", "LoadPlan"]
