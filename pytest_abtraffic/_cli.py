@@ -392,12 +392,9 @@ def _prestart_load(backend: Backend, spec: ExperimentSpec, settings: VerifySetti
     from ._local import LocalBackend
 
     if isinstance(backend, LocalBackend):
-        from ._load import LoadPlan
-        from ._runner import with_prediction_field
+        from ._runner import split_launch_plan
 
-        # The same plan the split run will launch (prepare_split), so the warm process is taken over.
-        plan = with_prediction_field(LoadPlan.from_spec(spec), settings.compare or spec.compare)
-        backend.prestart_load(plan if settings.users is None else dataclasses.replace(plan, users=settings.users))
+        backend.prestart_load(split_launch_plan(spec, settings))
 
 
 def _say(text: str) -> None:

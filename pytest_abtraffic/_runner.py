@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._load._sizing import SizingStep
     from ._phases import AdaptivePhases
     from ._slo import SloLimit
+    from ._spec import ExperimentSpec
     from ._stats import RunningTally, SequentialState, Unit
 
 ProgressCallback = Callable[[str], None]
@@ -239,7 +240,6 @@ class SplitRun:
 def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | None, settings: VerifySettings,
                   progress: ProgressCallback | None, plan: LoadPlan | None) -> SplitRun:
     """Shares, planned budget, load plan and the sequential observer of a split verification."""
-    from ._load import LoadPlan
     from ._stats import normalize_weights
 
     spec = deployment.spec
@@ -251,7 +251,7 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
     slo_limits = settings.slo or spec.slo
     compare = settings.compare or spec.compare
     positive = tuple(name for name, share in shares.items() if share > 0.0)
-    load_plan = with_prediction_field(plan or LoadPlan.from_spec(spec), compare)
+    load_plan = split_launch_plan(spec, settings, plan)
     min_total = _judgment_min_total(slo_limits, compare, shares, settings.confidence, len(_payloads(load_plan) or ()))
     if compare is not None and compare.baseline not in shares:
         raise SpecError("compare.baseline", f"unknown variant {compare.baseline!r}; known: {', '.join(shares)}")
@@ -269,8 +269,6 @@ def prepare_split(deployment: Deployment, *, expected: Mapping[str, float] | Non
         path = load_plan.path
         judged = lambda records: split_by_rule(records, spec.routes, path)[1]  # noqa: E731
     overrides: dict[str, Any] = {"max_requests": budget}
-    if settings.users is not None:
-        overrides["users"] = settings.users
     if settings.duration_s is not None:
         overrides["duration_s"] = settings.duration_s
     load_plan = replace(load_plan, **overrides)
@@ -333,6 +331,16 @@ def finish_split(deployment: Deployment, run: SplitRun, load: LoadResult, *, nam
                                          prediction_field=run.plan.prediction_field or "")
     return _result(deployment, name, shares, load, started, t0, split=split, sequential=observer.state,
                    notes=tuple(notes), routes=routes, **extra)
+
+
+def split_launch_plan(spec: ExperimentSpec, settings: VerifySettings, plan: LoadPlan | None = None) -> LoadPlan:
+    """The load plan a split run launches, before its budget and duration: what ``prepare_split``
+    runs and what ``abtraffic verify`` pre-starts Locust for (a warm process is taken over only when
+    the two launch the same way)."""
+    from ._load import LoadPlan
+
+    load_plan = with_prediction_field(plan or LoadPlan.from_spec(spec), settings.compare or spec.compare)
+    return load_plan if settings.users is None else replace(load_plan, users=settings.users)
 
 
 def with_prediction_field(plan: LoadPlan, compare: CompareSpec | None) -> LoadPlan:
